@@ -1,0 +1,204 @@
+//! Harness for the end-to-end tests: a fresh bucket and namespace per test,
+//! the fleet's binaries as child processes, and helpers to read outputs.
+//!
+//! Needs (set by `scripts/test.sh`): RabbitMQ at `FF_AMQP_URL`, an S3 server
+//! at `FF_S3_ENDPOINT` with `AWS_*` credentials, `FF_TEST_MODEL_DIR`, and the
+//! binaries built into `FF_BIN_DIR`.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use aws_sdk_s3::{Client, primitives::ByteStream};
+
+pub fn env(name: &str) -> anyhow::Result<String> {
+    std::env::var(name).with_context(|| format!("{name} is not set: run the tests through scripts/test.sh"))
+}
+
+pub const OPENCV_DATA: &str = "/usr/share/doc/opencv-doc/examples/data";
+
+/// One test's private bucket and broker namespace; torn down on drop of
+/// the processes and by `cleanup`.
+pub struct Fleet {
+    pub bucket: String,
+    pub namespace: String,
+    pub s3: Client,
+    pub amqp_url: String,
+    children: Vec<(String, Child)>,
+    pub work: PathBuf,
+}
+
+impl Fleet {
+    pub async fn new(name: &str) -> anyhow::Result<Self> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let bucket = format!("{name}-{}", &id[..12]);
+        let namespace = format!("fft-{name}-{}", &id[..12]);
+        let shared = aws_config::from_env().load().await;
+        let config = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(true)
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .endpoint_url(env("FF_S3_ENDPOINT")?)
+            .build();
+        let s3 = Client::from_conf(config);
+        s3.create_bucket().bucket(&bucket).send().await.context("creating the test bucket")?;
+        let work = std::env::temp_dir().join(format!("ff-e2e-{namespace}"));
+        std::fs::create_dir_all(&work)?;
+        Ok(Self { bucket, namespace, s3, amqp_url: env("FF_AMQP_URL")?, children: Vec::new(), work })
+    }
+
+    fn command(&self, bin: &str) -> anyhow::Result<Command> {
+        let path = PathBuf::from(env("FF_BIN_DIR")?).join(bin);
+        anyhow::ensure!(path.is_file(), "{} is not built", path.display());
+        let mut cmd = Command::new(path);
+        cmd.env("FF_NAMESPACE", &self.namespace)
+            .env("FF_AMQP_URL", &self.amqp_url)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null());
+        Ok(cmd)
+    }
+
+    /// Runs a command to completion and returns its stdout.
+    pub fn run(&self, bin: &str, args: &[&str]) -> anyhow::Result<String> {
+        let out = self.command(bin)?.args(args).output()?;
+        if !out.status.success() {
+            bail!("{bin} {args:?} failed with {}: {}", out.status, String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Starts a long-running fleet process; its log goes to `<work>/<label>.log`.
+    pub fn spawn(&mut self, label: &str, bin: &str, args: &[&str]) -> anyhow::Result<()> {
+        let log = std::fs::File::create(self.work.join(format!("{label}.log")))?;
+        let child = self.command(bin)?.args(args).stdout(Stdio::null()).stderr(log).spawn()?;
+        self.children.push((label.to_owned(), child));
+        Ok(())
+    }
+
+    pub fn kill(&mut self, label: &str) -> anyhow::Result<()> {
+        let pos = self.children.iter().position(|(l, _)| l == label).context("no such process")?;
+        let (_, mut child) = self.children.remove(pos);
+        child.kill()?;
+        child.wait()?;
+        Ok(())
+    }
+
+    pub fn log(&self, label: &str) -> String {
+        std::fs::read_to_string(self.work.join(format!("{label}.log"))).unwrap_or_default()
+    }
+
+    pub async fn upload(&self, key: &str, path: &Path) -> anyhow::Result<()> {
+        let body = ByteStream::from_path(path).await?;
+        self.s3.put_object().bucket(&self.bucket).key(key).body(body).send().await?;
+        Ok(())
+    }
+
+    pub async fn get(&self, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        match self.s3.get_object().bucket(&self.bucket).key(key).send().await {
+            Ok(o) => Ok(Some(o.body.collect().await?.into_bytes().to_vec())),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn keys(&self, prefix: &str) -> anyhow::Result<Vec<String>> {
+        let out = self.s3.list_objects_v2().bucket(&self.bucket).prefix(prefix).send().await?;
+        Ok(out.contents().iter().filter_map(|o| o.key().map(str::to_owned)).collect())
+    }
+
+    /// Waits until every key has a status object, or fails with the fleet's logs.
+    pub async fn wait_for_status(&self, keys: &[&str], timeout: Duration) -> anyhow::Result<Vec<serde_json::Value>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut found = Vec::new();
+            for key in keys {
+                if let Some(bytes) = self.get(&format!("outputs/status/{key}.json")).await? {
+                    found.push(serde_json::from_slice(&bytes)?);
+                }
+            }
+            if found.len() == keys.len() {
+                return Ok(found);
+            }
+            if Instant::now() > deadline {
+                let logs: Vec<String> = self.children.iter().map(|(l, _)| format!("--- {l}\n{}", tail(&self.log(l)))).collect();
+                bail!("{} of {} videos finished in {timeout:?}\n{}", found.len(), keys.len(), logs.join("\n"));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Deletes the namespace's queues and exchanges and the bucket's objects.
+    pub async fn cleanup(mut self, tasks: &[&str]) -> anyhow::Result<()> {
+        for (_, child) in &mut self.children {
+            child.kill().ok();
+            child.wait().ok();
+        }
+        let connection = fleet::connect(&self.amqp_url, "e2e cleanup").await?;
+        let channel = connection.create_channel().await?;
+        fleet::Topology::new(&self.namespace).delete(&channel, tasks).await?;
+        for key in self.keys("").await? {
+            self.s3.delete_object().bucket(&self.bucket).key(key).send().await?;
+        }
+        self.s3.delete_bucket().bucket(&self.bucket).send().await?;
+        std::fs::remove_dir_all(&self.work).ok();
+        Ok(())
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.children {
+            child.kill().ok();
+            child.wait().ok();
+        }
+    }
+}
+
+fn tail(log: &str) -> &str {
+    let start = log.len().saturating_sub(4000);
+    let start = (start..log.len()).find(|&i| log.is_char_boundary(i)).unwrap_or(log.len());
+    &log[start..]
+}
+
+/// Runs ffmpeg with `args`, failing with its stderr.
+pub fn ffmpeg(args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new("ffmpeg").args(["-hide_banner", "-loglevel", "error", "-y"]).args(args).output()?;
+    anyhow::ensure!(out.status.success(), "ffmpeg {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(())
+}
+
+/// Frames ffprobe decodes from the first video stream.
+pub fn ffprobe_frames(path: &Path) -> anyhow::Result<u64> {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-count_frames", "-show_entries", "stream=nb_read_frames", "-of", "csv=p=0"])
+        .arg(path)
+        .output()?;
+    anyhow::ensure!(out.status.success(), "ffprobe {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+    Ok(String::from_utf8(out.stdout)?.trim().parse()?)
+}
+
+/// Parses a little-endian float32 2-D `.npy`: (rows, cols, data).
+pub fn read_npy_f32(bytes: &[u8]) -> anyhow::Result<(usize, usize, Vec<f32>)> {
+    anyhow::ensure!(bytes.starts_with(b"\x93NUMPY\x01\x00"), "not an npy v1 file");
+    let len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    let header = std::str::from_utf8(&bytes[10..10 + len])?;
+    anyhow::ensure!(header.contains("'descr': '<f4'") && header.contains("'fortran_order': False"), "unexpected header {header}");
+    let shape = header.split("'shape': (").nth(1).and_then(|s| s.split(')').next()).context("no shape")?;
+    let dims: Vec<usize> = shape.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::parse).collect::<Result<_, _>>()?;
+    anyhow::ensure!(dims.len() == 2, "shape {shape} is not 2-D");
+    let data: Vec<f32> = bytes[10 + len..].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    anyhow::ensure!(data.len() == dims[0] * dims[1], "{} values for shape {shape}", data.len());
+    Ok((dims[0], dims[1], data))
+}
+
+/// The shape numpy itself reads from an `.npy` file, via the test venv's python.
+pub fn numpy_shape(path: &Path) -> anyhow::Result<String> {
+    let out = Command::new(env("FF_PYTHON")?)
+        .args(["-c", "import sys, numpy; a = numpy.load(sys.argv[1]); print(a.dtype, a.shape)"])
+        .arg(path)
+        .output()?;
+    anyhow::ensure!(out.status.success(), "numpy cannot load {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+    Ok(String::from_utf8(out.stdout)?.trim().to_owned())
+}

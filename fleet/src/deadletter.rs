@@ -1,0 +1,40 @@
+use lapin::{
+    message::Delivery,
+    options::BasicAckOptions,
+    types::AMQPValue,
+};
+
+use crate::{PublishError, Publisher};
+
+/// Header that carries why a message was dead-lettered by Framefleet itself.
+pub const REASON_HEADER: &str = "x-ff-reason";
+
+/// Moves a message that can never succeed (malformed, wrong version) to the
+/// dead-letter exchange with the reason in a header, then acks the original.
+/// A plain reject would dead-letter it too, but without saying why.
+pub async fn dead_letter(
+    dead: &Publisher,
+    delivery: &Delivery,
+    queue: &str,
+    reason: &str,
+) -> Result<(), PublishError> {
+    let mut headers = delivery
+        .properties
+        .headers()
+        .clone()
+        .unwrap_or_default();
+    headers.insert(REASON_HEADER.into(), AMQPValue::LongString(reason.into()));
+    headers.insert("x-ff-queue".into(), AMQPValue::LongString(queue.into()));
+    dead.publish(delivery.routing_key.as_str(), &delivery.data, headers)
+        .await?;
+    delivery
+        .acker
+        .ack(BasicAckOptions::default())
+        .await
+        .map_err(|source| PublishError::Broker {
+            key: delivery.routing_key.to_string(),
+            source,
+        })?;
+    Ok(())
+}
+

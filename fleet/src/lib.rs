@@ -1,0 +1,15 @@
+//! What every Framefleet process shares: the flags that locate the broker,
+//! logging, the queue topology, and confirmed publishing.
+
+mod args;
+mod broker;
+mod deadletter;
+mod publish;
+pub mod telemetry;
+mod topology;
+
+pub use args::{BrokerArgs, LogArgs, LogFormat};
+pub use broker::{BrokerError, connect, redact_url};
+pub use deadletter::{REASON_HEADER, dead_letter};
+pub use publish::{PendingConfirm, PublishError, Publisher};
+pub use topology::Topology;

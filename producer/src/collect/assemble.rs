@@ -1,0 +1,123 @@
+//! Turns a complete set of parts into the video's final outputs, streaming
+//! one part at a time so that memory does not grow with video length.
+
+use anyhow::{Context, bail, ensure};
+use aws_sdk_s3::Client;
+use schema::{Message, ObjectRef, VideoDone};
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::{
+    layout::{Layout, done_key, part_key, parts_prefix},
+    npy,
+    status::{State, Status, Timings, now_unix_ms},
+};
+use crate::s3::{self, ObjectWriter};
+
+#[derive(Serialize)]
+struct FrameLine<'a> {
+    index: u64,
+    pts_s: f64,
+    labels: &'a [schema::Label],
+}
+
+fn decode_stored<T>(bytes: &[u8], what: &str, pick: impl FnOnce(Message) -> Option<T>) -> anyhow::Result<T> {
+    let message = schema::decode(bytes).with_context(|| format!("stored {what} is unreadable"))?;
+    pick(message).with_context(|| format!("stored {what} holds another message kind"))
+}
+
+/// Assembles the video if its `VideoDone` and every part are stored.
+/// Returns whether it did.
+pub async fn try_finalize(client: &Client, output: &ObjectRef, video_id: Uuid) -> anyhow::Result<bool> {
+    let Some(done) = s3::get(client, &output.bucket, &done_key(output, video_id)).await? else {
+        return Ok(false);
+    };
+    let done = decode_stored(&done, "video done marker", |m| match m {
+        Message::VideoDone(d) => Some(d),
+        _ => None,
+    })?;
+    let prefix = parts_prefix(output, video_id);
+    let stored = s3::list(client, &output.bucket, &prefix).await?;
+    let parts = stored.iter().filter(|k| !k.ends_with("done.bin")).count();
+    if parts < done.jobs as usize {
+        tracing::debug!(video = %done.source, parts, jobs = done.jobs, "waiting for parts");
+        return Ok(false);
+    }
+    assemble(client, &done).await?;
+    for key in stored {
+        s3::delete(client, &output.bucket, &key).await?;
+    }
+    Ok(true)
+}
+
+async fn assemble(client: &Client, done: &VideoDone) -> anyhow::Result<()> {
+    ensure!(done.jobs > 0, "video done marker for {} counts no jobs", done.source);
+    let output = &done.output;
+    let layout = Layout { output, source_key: &done.source.key };
+    let (npy_key, frames_key) = (layout.embeddings(), layout.frames());
+    let mut embeddings = ObjectWriter::new(client, &output.bucket, &npy_key, "application/octet-stream");
+    let mut frames = ObjectWriter::new(client, &output.bucket, &frames_key, "application/json");
+    frames.write(b"[").await?;
+    let mut dim = None;
+    let mut written = 0u64;
+    let mut compute_ms = 0u64;
+    let mut model = None;
+    for seq in 0..done.jobs {
+        let key = part_key(output, done.video_id, seq);
+        let bytes = s3::get(client, &output.bucket, &key)
+            .await?
+            .with_context(|| format!("part {seq} of {} vanished during assembly", done.source))?;
+        let part = decode_stored(&bytes, "result part", |m| match m {
+            Message::FrameResult(r) => Some(r),
+            _ => None,
+        })?;
+        ensure!(part.seq == seq, "part {key} holds seq {}", part.seq);
+        match dim {
+            None => {
+                dim = Some(part.dim);
+                embeddings.write(&npy::f32_matrix_header(done.frames, u64::from(part.dim))).await?;
+            }
+            Some(d) if d != part.dim => bail!("part {seq} has dim {}, earlier parts {d}", part.dim),
+            Some(_) => {}
+        }
+        let mut row_bytes = Vec::with_capacity(part.embeddings.len() * 4);
+        for v in &part.embeddings {
+            row_bytes.extend_from_slice(&v.to_le_bytes());
+        }
+        embeddings.write(&row_bytes).await?;
+        for (i, frame) in part.frames.iter().enumerate() {
+            let line = FrameLine {
+                index: frame.index,
+                pts_s: frame.pts_s,
+                labels: part.labels.get(i).map_or(&[], Vec::as_slice),
+            };
+            let sep: &[u8] = if written == 0 { b"\n" } else { b",\n" };
+            frames.write(sep).await?;
+            frames.write(&serde_json::to_vec(&line)?).await?;
+            written += 1;
+        }
+        compute_ms += u64::from(part.compute_ms);
+        model = Some(part.model);
+    }
+    ensure!(written == done.frames, "{} frames in parts, producer sampled {}", written, done.frames);
+    frames.write(b"\n]\n").await?;
+    embeddings.finish().await?;
+    frames.finish().await?;
+    let status = Status {
+        state: State::Done,
+        video_id: done.video_id,
+        source: done.source.to_string(),
+        task: done.task.clone(),
+        model,
+        frames: done.frames,
+        decoded: done.decoded,
+        jobs: done.jobs,
+        error: None,
+        timings: Timings { decode_ms: done.decode_ms, compute_ms },
+        outputs: vec![format!("s3://{}/{npy_key}", output.bucket), format!("s3://{}/{frames_key}", output.bucket)],
+        finished_at_unix_ms: now_unix_ms(),
+    };
+    s3::put(client, &output.bucket, &layout.status(), serde_json::to_vec_pretty(&status)?, "application/json").await?;
+    tracing::info!(video = %done.source, frames = done.frames, "outputs written");
+    Ok(())
+}

@@ -1,0 +1,142 @@
+//! `producer collect`: results in, per-video outputs in the bucket out.
+//!
+//! Each result is stored as a part object before it is acked, so memory
+//! holds one message at a time and a crash loses nothing. When a video's
+//! `VideoDone` and all its parts are stored, the outputs are assembled by
+//! streaming the parts in order, then `status/<key>.json` is written and
+//! the parts are deleted. Every write is keyed by video id and seq, so a
+//! redelivered message rewrites the same bytes.
+
+mod assemble;
+mod layout;
+mod npy;
+mod status;
+
+use futures::StreamExt;
+use lapin::{
+    Channel,
+    message::Delivery,
+    options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions},
+};
+use schema::{Message, ObjectRef, VideoFailed};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use fleet::{Publisher, Topology};
+
+use crate::s3;
+use layout::{Layout, done_key, part_key, parts_prefix};
+use status::{State, Status, now_unix_ms};
+
+pub struct Collector {
+    pub s3: aws_sdk_s3::Client,
+    pub topology: Topology,
+    pub dead: Publisher,
+    pub prefetch: u16,
+}
+
+impl Collector {
+    pub async fn run(self, channel: Channel, stop: CancellationToken) -> anyhow::Result<()> {
+        channel.basic_qos(self.prefetch, BasicQosOptions::default()).await?;
+        let queue = self.topology.results_queue();
+        let tag = format!("collector pid {}", std::process::id());
+        let mut consumer = channel
+            .basic_consume(queue.as_str().into(), tag.as_str().into(), BasicConsumeOptions::default(), Default::default())
+            .await?;
+        tracing::info!(queue, "collecting results");
+        loop {
+            let delivery = tokio::select! {
+                _ = stop.cancelled() => break,
+                next = consumer.next() => match next {
+                    Some(Ok(d)) => d,
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "consumer error, waiting for recovery");
+                        channel.wait_for_recovery(e).await?;
+                        continue;
+                    }
+                    None => break,
+                },
+            };
+            self.handle(delivery, &queue).await?;
+        }
+        channel.basic_cancel(tag.as_str().into(), Default::default()).await.ok();
+        Ok(())
+    }
+
+    async fn handle(&self, delivery: Delivery, queue: &str) -> anyhow::Result<()> {
+        let message = match schema::decode(&delivery.data) {
+            Ok(m) => m,
+            Err(e) => {
+                let reason = format!("{:#}", anyhow::Error::from(e));
+                tracing::warn!(queue, tag = delivery.delivery_tag, reason, "malformed result dead-lettered");
+                fleet::dead_letter(&self.dead, &delivery, queue, &reason).await?;
+                return Ok(());
+            }
+        };
+        match self.store(&message, &delivery.data).await {
+            Ok(()) => delivery.acker.ack(BasicAckOptions::default()).await?,
+            Err(e) => {
+                // The store is unreachable or refused a write: retry later;
+                // the queue's delivery limit bounds how often.
+                tracing::error!(kind = message.kind(), error = format!("{e:#}"), "result not stored, requeued");
+                let requeue = BasicNackOptions { requeue: true, ..Default::default() };
+                delivery.acker.nack(requeue).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn store(&self, message: &Message, raw: &[u8]) -> anyhow::Result<()> {
+        match message {
+            Message::FrameResult(r) => self.store_part(r.video_id, &r.output, &r.source, &part_key(&r.output, r.video_id, r.seq), raw).await,
+            Message::VideoDone(d) => self.store_part(d.video_id, &d.output, &d.source, &done_key(&d.output, d.video_id), raw).await,
+            Message::VideoFailed(f) => self.fail(f).await,
+            other => anyhow::bail!("a {} does not belong on the results queue", other.kind()),
+        }
+    }
+
+    /// Whether this submission of the video already has its final status,
+    /// in which case a late or redelivered message changes nothing.
+    async fn finished(&self, output: &ObjectRef, source: &ObjectRef, video_id: Uuid) -> anyhow::Result<bool> {
+        let key = Layout { output, source_key: &source.key }.status();
+        let Some(bytes) = s3::get(&self.s3, &output.bucket, &key).await? else {
+            return Ok(false);
+        };
+        Ok(serde_json::from_slice::<Status>(&bytes).is_ok_and(|s| s.video_id == video_id))
+    }
+
+    async fn store_part(&self, video_id: Uuid, output: &ObjectRef, source: &ObjectRef, key: &str, raw: &[u8]) -> anyhow::Result<()> {
+        if self.finished(output, source, video_id).await? {
+            tracing::debug!(video = %source, key, "video already final, message dropped");
+            return Ok(());
+        }
+        s3::put(&self.s3, &output.bucket, key, raw.to_vec(), "application/x-framefleet").await?;
+        assemble::try_finalize(&self.s3, output, video_id).await?;
+        Ok(())
+    }
+
+    async fn fail(&self, failed: &VideoFailed) -> anyhow::Result<()> {
+        let output = &failed.output;
+        let layout = Layout { output, source_key: &failed.source.key };
+        let status = Status {
+            state: State::Failed,
+            video_id: failed.video_id,
+            source: failed.source.to_string(),
+            task: failed.task.clone(),
+            model: None,
+            frames: 0,
+            decoded: 0,
+            jobs: 0,
+            error: Some(failed.reason.clone()),
+            timings: Default::default(),
+            outputs: Vec::new(),
+            finished_at_unix_ms: now_unix_ms(),
+        };
+        s3::put(&self.s3, &output.bucket, &layout.status(), serde_json::to_vec_pretty(&status)?, "application/json").await?;
+        for key in s3::list(&self.s3, &output.bucket, &parts_prefix(output, failed.video_id)).await? {
+            s3::delete(&self.s3, &output.bucket, &key).await?;
+        }
+        tracing::warn!(video = %failed.source, reason = %failed.reason, "video marked failed");
+        Ok(())
+    }
+}

@@ -1,0 +1,207 @@
+//! `producer run`: video tasks in, frame jobs + `VideoDone`/`VideoFailed` out.
+
+use std::{collections::HashSet, time::Duration};
+
+use anyhow::Context;
+use futures::StreamExt;
+use lapin::{
+    message::Delivery,
+    options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions},
+};
+use schema::{FrameJob, Message, VideoDone, VideoFailed, VideoTask};
+use tokio::{sync::mpsc, task::JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use fleet::{Publisher, Topology};
+
+use crate::{decode, prebatch::Batch, s3};
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct ProduceArgs {
+    /// Most frames in one job.
+    #[arg(long, env = "FF_JOB_FRAMES", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub job_frames: u32,
+
+    /// Most pixel bytes in one job (RabbitMQ 4 refuses messages over 16 MiB).
+    #[arg(long, env = "FF_JOB_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub job_bytes: usize,
+
+    /// Frame jobs published but not yet confirmed, per video.
+    #[arg(long, env = "FF_MAX_IN_FLIGHT", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_in_flight: u32,
+}
+
+pub struct Producer {
+    pub s3: aws_sdk_s3::Client,
+    pub topology: Topology,
+    pub publisher: Publisher,
+    pub dead: Publisher,
+    pub args: ProduceArgs,
+    declared: HashSet<String>,
+}
+
+/// What became of one video task.
+enum Outcome {
+    Done(VideoDone),
+    Failed(VideoFailed),
+}
+
+impl Producer {
+    pub fn new(s3: aws_sdk_s3::Client, topology: Topology, publisher: Publisher, dead: Publisher, args: ProduceArgs) -> Self {
+        Self { s3, topology, publisher, dead, args, declared: HashSet::new() }
+    }
+
+    pub async fn run(mut self, channel: lapin::Channel, stop: CancellationToken) -> anyhow::Result<()> {
+        // One video at a time per producer: more producers, more parallel decodes.
+        channel.basic_qos(1, BasicQosOptions::default()).await?;
+        let queue = self.topology.videos_queue();
+        let tag = format!("producer pid {}", std::process::id());
+        let mut consumer = channel
+            .basic_consume(queue.as_str().into(), tag.as_str().into(), BasicConsumeOptions::default(), Default::default())
+            .await?;
+        tracing::info!(queue, "waiting for videos");
+        loop {
+            let delivery = tokio::select! {
+                _ = stop.cancelled() => break,
+                next = consumer.next() => match next {
+                    Some(Ok(d)) => d,
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "consumer error, waiting for recovery");
+                        channel.wait_for_recovery(e).await?;
+                        continue;
+                    }
+                    None => break,
+                },
+            };
+            self.handle(delivery, &queue, &stop).await?;
+        }
+        channel.basic_cancel(tag.as_str().into(), Default::default()).await.ok();
+        Ok(())
+    }
+
+    async fn handle(&mut self, delivery: Delivery, queue: &str, stop: &CancellationToken) -> anyhow::Result<()> {
+        let task = match schema::decode(&delivery.data) {
+            Ok(Message::VideoTask(t)) => t,
+            Ok(other) => return self.reject(&delivery, queue, &format!("expected a video task, got a {}", other.kind())).await,
+            Err(e) => return self.reject(&delivery, queue, &format!("{:#}", anyhow::Error::from(e))).await,
+        };
+        let outcome = match self.process(&task, stop).await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                // Infrastructure trouble (broker, store), not the video's:
+                // requeue; the queue's delivery limit bounds the retries.
+                tracing::error!(video = %task.source, error = format!("{e:#}"), "video task requeued");
+                let requeue = BasicNackOptions { requeue: true, ..Default::default() };
+                delivery.acker.nack(requeue).await.ok();
+                return Ok(());
+            }
+        };
+        let message = match outcome {
+            Outcome::Done(done) => {
+                tracing::info!(video = %task.source, frames = done.frames, jobs = done.jobs, decode_ms = done.decode_ms, "video published");
+                Message::VideoDone(done)
+            }
+            Outcome::Failed(failed) => {
+                tracing::warn!(video = %task.source, reason = %failed.reason, "video failed");
+                Message::VideoFailed(failed)
+            }
+        };
+        self.publisher
+            .publish(Topology::RESULTS_KEY, &schema::encode(&message)?, Default::default())
+            .await?;
+        delivery.acker.ack(BasicAckOptions::default()).await?;
+        Ok(())
+    }
+
+    async fn reject(&self, delivery: &Delivery, queue: &str, reason: &str) -> anyhow::Result<()> {
+        tracing::warn!(queue, tag = delivery.delivery_tag, reason, "malformed video task dead-lettered");
+        fleet::dead_letter(&self.dead, delivery, queue, reason).await?;
+        Ok(())
+    }
+
+    fn failed(task: &VideoTask, reason: String) -> Outcome {
+        Outcome::Failed(VideoFailed {
+            video_id: task.video_id,
+            task: task.task.clone(),
+            source: task.source.clone(),
+            output: task.output.clone(),
+            reason: VideoFailed::truncate_reason(&reason),
+        })
+    }
+
+    /// Decodes and publishes every job of one video. `Err` is for failures
+    /// that are not the video's fault and deserve a retry.
+    async fn process(&mut self, task: &VideoTask, stop: &CancellationToken) -> anyhow::Result<Outcome> {
+        let Some(spec) = schema::known_task(&task.task) else {
+            return Ok(Self::failed(task, format!("unknown task {}", task.task)));
+        };
+        if self.declared.insert(task.task.clone()) {
+            self.topology.declare_frames(self.publisher.channel(), &task.task).await?;
+        }
+        // A presigned URL lets libavformat issue its own ranged GETs: no temp
+        // file, no whole-video buffer. It must outlive the longest decode.
+        let url = s3::presigned_get(&self.s3, &task.source, Duration::from_secs(12 * 3600)).await?;
+        let settings = decode::Settings {
+            width: spec.width,
+            height: spec.height,
+            sampling: task.sampling,
+            job_frames: self.args.job_frames as usize,
+            job_bytes: self.args.job_bytes,
+        };
+        let in_flight = self.args.max_in_flight as usize;
+        let (tx, mut rx) = mpsc::channel::<Batch>(in_flight);
+        let decoding = tokio::task::spawn_blocking(move || decode::decode(&url, &settings, |batch| tx.blocking_send(batch).is_ok()));
+
+        let mut pending = JoinSet::new();
+        let mut seq = 0u32;
+        let mut sampled = 0u64;
+        while let Some(batch) = rx.recv().await {
+            if stop.is_cancelled() {
+                break;
+            }
+            while pending.len() >= in_flight {
+                pending.join_next().await.context("publish set empty")???;
+            }
+            sampled += batch.frames.len() as u64;
+            let job = FrameJob {
+                video_id: task.video_id,
+                task: task.task.clone(),
+                source: task.source.clone(),
+                output: task.output.clone(),
+                seq,
+                width: spec.width,
+                height: spec.height,
+                frames: batch.frames,
+                pixels: batch.pixels,
+            };
+            seq += 1;
+            let payload = schema::encode(&Message::FrameJob(job))?;
+            let publisher = self.publisher.clone();
+            let key = task.task.clone();
+            pending.spawn(async move { publisher.publish(Topology::frames_key(&key), &payload, Default::default()).await });
+        }
+        drop(rx);
+        while let Some(done) = pending.join_next().await {
+            done??;
+        }
+        let summary = match decoding.await? {
+            Ok(summary) => summary,
+            Err(decode::DecodeError::Cancelled) => anyhow::bail!("shutdown while decoding {}", task.source),
+            Err(e) => return Ok(Self::failed(task, format!("{}: {e}", task.source))),
+        };
+        anyhow::ensure!(sampled == summary.sampled, "published {sampled} frames of {} sampled", summary.sampled);
+        if summary.decode_errors > 0 {
+            tracing::warn!(video = %task.source, packets = summary.decode_errors, "corrupt packets skipped");
+        }
+        Ok(Outcome::Done(VideoDone {
+            video_id: task.video_id,
+            task: task.task.clone(),
+            source: task.source.clone(),
+            output: task.output.clone(),
+            jobs: seq,
+            frames: summary.sampled,
+            decoded: summary.decoded,
+            decode_ms: summary.decode_ms,
+        }))
+    }
+}

@@ -1,0 +1,216 @@
+//! The bucket: client setup, object URLs, listing, and a bounded-memory
+//! streaming writer.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use aws_sdk_s3::{
+    Client,
+    presigning::PresigningConfig,
+    primitives::ByteStream,
+    types::{CompletedMultipartUpload, CompletedPart},
+};
+use schema::ObjectRef;
+
+/// Where the store is. Credentials and region come from the standard
+/// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and `AWS_REGION`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct S3Args {
+    /// Endpoint of a self-hosted S3-compatible store (path-style addressing).
+    /// Leave unset for AWS S3.
+    #[arg(long, env = "FF_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+}
+
+pub async fn client(args: &S3Args) -> Client {
+    let shared = aws_config::from_env().load().await;
+    let mut config = aws_sdk_s3::config::Builder::from(&shared).force_path_style(true);
+    if shared.region().is_none() {
+        config = config.region(aws_sdk_s3::config::Region::new("us-east-1"));
+    }
+    if let Some(endpoint) = &args.s3_endpoint {
+        config = config.endpoint_url(endpoint);
+    }
+    Client::from_conf(config.build())
+}
+
+/// Parses `s3://bucket/prefix`.
+pub fn parse_url(url: &str) -> anyhow::Result<ObjectRef> {
+    let rest = url
+        .strip_prefix("s3://")
+        .with_context(|| format!("{url:?} is not an s3://BUCKET/PREFIX URL"))?;
+    let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+    anyhow::ensure!(!bucket.is_empty(), "{url:?} names no bucket");
+    Ok(ObjectRef {
+        bucket: bucket.to_owned(),
+        key: key.to_owned(),
+    })
+}
+
+/// A time-limited GET URL that libavformat can read with ranged requests.
+pub async fn presigned_get(client: &Client, object: &ObjectRef, valid_for: Duration) -> anyhow::Result<String> {
+    let config = PresigningConfig::expires_in(valid_for)?;
+    let request = client
+        .get_object()
+        .bucket(&object.bucket)
+        .key(&object.key)
+        .presigned(config)
+        .await
+        .with_context(|| format!("cannot presign {object}"))?;
+    Ok(request.uri().to_owned())
+}
+
+/// Every key under `prefix`, page by page.
+pub async fn list(client: &Client, bucket: &str, prefix: &str) -> anyhow::Result<Vec<String>> {
+    let mut keys = Vec::new();
+    let mut pages = client
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(prefix)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.with_context(|| format!("cannot list s3://{bucket}/{prefix}"))?;
+        keys.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_owned)));
+    }
+    Ok(keys)
+}
+
+/// The object's bytes, or `None` if it does not exist.
+pub async fn get(client: &Client, bucket: &str, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
+    match client.get_object().bucket(bucket).key(key).send().await {
+        Ok(out) => {
+            let body = out
+                .body
+                .collect()
+                .await
+                .with_context(|| format!("reading s3://{bucket}/{key}"))?;
+            Ok(Some(body.into_bytes().to_vec()))
+        }
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
+        Err(e) => Err(anyhow::Error::from(e).context(format!("cannot get s3://{bucket}/{key}"))),
+    }
+}
+
+pub async fn put(client: &Client, bucket: &str, key: &str, body: Vec<u8>, content_type: &str) -> anyhow::Result<()> {
+    client
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .content_type(content_type)
+        .body(ByteStream::from(body))
+        .send()
+        .await
+        .with_context(|| format!("cannot put s3://{bucket}/{key}"))?;
+    Ok(())
+}
+
+pub async fn delete(client: &Client, bucket: &str, key: &str) -> anyhow::Result<()> {
+    client
+        .delete_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .with_context(|| format!("cannot delete s3://{bucket}/{key}"))?;
+    Ok(())
+}
+
+/// S3's smallest multipart part (but the last) is 5 MiB.
+const PART_BYTES: usize = 8 * 1024 * 1024;
+
+/// Writes one object of any size in ≤ 8 MiB of memory: a single PUT when it
+/// stays small, a multipart upload otherwise. Nothing is visible under the
+/// key until `finish` succeeds.
+pub struct ObjectWriter<'a> {
+    client: &'a Client,
+    bucket: String,
+    key: String,
+    content_type: &'static str,
+    buffer: Vec<u8>,
+    upload: Option<(String, Vec<CompletedPart>)>,
+}
+
+impl<'a> ObjectWriter<'a> {
+    pub fn new(client: &'a Client, bucket: &str, key: &str, content_type: &'static str) -> Self {
+        Self {
+            client,
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            content_type,
+            buffer: Vec::new(),
+            upload: None,
+        }
+    }
+
+    pub async fn write(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        self.buffer.extend_from_slice(bytes);
+        if self.buffer.len() >= PART_BYTES {
+            self.flush_part().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush_part(&mut self) -> anyhow::Result<()> {
+        let ctx = || format!("multipart upload to s3://{}/{}", self.bucket, self.key);
+        if self.upload.is_none() {
+            let created = self
+                .client
+                .create_multipart_upload()
+                .bucket(&self.bucket)
+                .key(&self.key)
+                .content_type(self.content_type)
+                .send()
+                .await
+                .with_context(ctx)?;
+            let id = created.upload_id().context("store returned no upload id")?.to_owned();
+            self.upload = Some((id, Vec::new()));
+        }
+        let Some((id, parts)) = self.upload.as_mut() else {
+            unreachable!("upload created above");
+        };
+        let number = parts.len() as i32 + 1;
+        let body = std::mem::take(&mut self.buffer);
+        let uploaded = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(id.as_str())
+            .part_number(number)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .with_context(ctx)?;
+        parts.push(
+            CompletedPart::builder()
+                .part_number(number)
+                .set_e_tag(uploaded.e_tag().map(str::to_owned))
+                .build(),
+        );
+        Ok(())
+    }
+
+    pub async fn finish(mut self) -> anyhow::Result<()> {
+        if self.upload.is_none() {
+            let body = std::mem::take(&mut self.buffer);
+            return put(self.client, &self.bucket, &self.key, body, self.content_type).await;
+        }
+        if !self.buffer.is_empty() {
+            self.flush_part().await?;
+        }
+        let Some((id, parts)) = self.upload.take() else {
+            unreachable!("checked above");
+        };
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(id)
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .send()
+            .await
+            .with_context(|| format!("completing upload to s3://{}/{}", self.bucket, self.key))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,170 @@
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// An object, or a prefix, in S3-compatible storage.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectRef {
+    pub bucket: String,
+    pub key: String,
+}
+
+impl fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "s3://{}/{}", self.bucket, self.key)
+    }
+}
+
+/// Which decoded frames become model input.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Sampling {
+    /// Every decoded frame.
+    All,
+    /// The first frame at or after each multiple of `1 / fps` seconds.
+    Fps(f64),
+    /// Frames 0, N, 2N, … in decode order.
+    EveryNth(u32),
+}
+
+/// One video to process: published on `<ns>.videos`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VideoTask {
+    pub video_id: Uuid,
+    pub source: ObjectRef,
+    pub task: String,
+    pub sampling: Sampling,
+    /// Prefix under which the collector writes `embeddings/`, `status/`, ….
+    pub output: ObjectRef,
+}
+
+/// A sampled frame's position in its video.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Frame {
+    /// Index in decode order, counting every decoded frame, sampled or not.
+    pub index: u64,
+    /// Presentation time in seconds from the stream start.
+    pub pts_s: f64,
+}
+
+/// A prebatch of frames of one video, already at the task's input size.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct FrameJob {
+    pub video_id: Uuid,
+    pub task: String,
+    pub source: ObjectRef,
+    pub output: ObjectRef,
+    /// 0-based position of this job among the video's jobs.
+    pub seq: u32,
+    pub width: u32,
+    pub height: u32,
+    pub frames: Vec<Frame>,
+    /// Packed RGB24, frame after frame, row-major.
+    #[serde(with = "serde_bytes")]
+    pub pixels: Vec<u8>,
+}
+
+// Frame buffers never reach logs.
+impl fmt::Debug for FrameJob {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FrameJob")
+            .field("video_id", &self.video_id)
+            .field("task", &self.task)
+            .field("source", &self.source)
+            .field("seq", &self.seq)
+            .field("width", &self.width)
+            .field("height", &self.height)
+            .field("frames", &self.frames.len())
+            .field("pixels", &format_args!("<{} bytes>", self.pixels.len()))
+            .finish()
+    }
+}
+
+/// One class of a classification head, with its probability.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Label {
+    pub class: u32,
+    pub name: String,
+    pub score: f32,
+}
+
+/// The model's output for one `FrameJob`.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct FrameResult {
+    pub video_id: Uuid,
+    pub task: String,
+    pub source: ObjectRef,
+    pub output: ObjectRef,
+    pub seq: u32,
+    pub frames: Vec<Frame>,
+    pub model: String,
+    /// Length of one embedding; `embeddings` holds `frames.len() * dim` values.
+    pub dim: u32,
+    pub embeddings: Vec<f32>,
+    /// Top-k labels per frame; empty when the task has no classification head.
+    pub labels: Vec<Vec<Label>>,
+    /// Time the model spent on the batch this job rode in.
+    pub compute_ms: u32,
+}
+
+impl fmt::Debug for FrameResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FrameResult")
+            .field("video_id", &self.video_id)
+            .field("task", &self.task)
+            .field("seq", &self.seq)
+            .field("frames", &self.frames.len())
+            .field("dim", &self.dim)
+            .field("model", &self.model)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Sent by the producer once every `FrameJob` of a video is confirmed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VideoDone {
+    pub video_id: Uuid,
+    pub task: String,
+    pub source: ObjectRef,
+    pub output: ObjectRef,
+    /// Number of jobs (seq 0..jobs) the collector must see.
+    pub jobs: u32,
+    /// Sampled frames across all jobs.
+    pub frames: u64,
+    /// Frames decoded, sampled or not.
+    pub decoded: u64,
+    pub decode_ms: u64,
+}
+
+/// Sent by the producer when a video cannot be opened or decoded.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VideoFailed {
+    pub video_id: Uuid,
+    pub task: String,
+    pub source: ObjectRef,
+    pub output: ObjectRef,
+    pub reason: String,
+}
+
+/// Everything that travels. One enum so that a queue carrying several kinds
+/// (the results queue) decodes with one call.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Message {
+    VideoTask(VideoTask),
+    FrameJob(FrameJob),
+    FrameResult(FrameResult),
+    VideoDone(VideoDone),
+    VideoFailed(VideoFailed),
+}
+
+impl Message {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::VideoTask(_) => "video_task",
+            Message::FrameJob(_) => "frame_job",
+            Message::FrameResult(_) => "frame_result",
+            Message::VideoDone(_) => "video_done",
+            Message::VideoFailed(_) => "video_failed",
+        }
+    }
+}

@@ -1,0 +1,18 @@
+/// What the producer must know of a task without loading its model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskSpec {
+    pub name: &'static str,
+    pub width: u32,
+    pub height: u32,
+}
+
+const TASKS: &[TaskSpec] = &[TaskSpec {
+    name: "embed.effnet-lite0",
+    width: 224,
+    height: 224,
+}];
+
+/// The spec of a task the fleet knows, by routing key.
+pub fn known_task(name: &str) -> Option<TaskSpec> {
+    TASKS.iter().copied().find(|t| t.name == name)
+}

@@ -1,0 +1,194 @@
+use proptest::prelude::*;
+use schema::{
+    DecodeError, Frame, FrameJob, FrameResult, Label, Message, ObjectRef, Sampling, VERSION,
+    ValidationError, VideoDone, VideoFailed, VideoTask, decode, encode,
+};
+use uuid::Uuid;
+
+fn object() -> impl Strategy<Value = ObjectRef> {
+    ("[a-z][a-z0-9-]{2,20}", "[a-zA-Z0-9/._ -]{0,40}").prop_map(|(bucket, key)| ObjectRef { bucket, key })
+}
+
+fn source() -> impl Strategy<Value = ObjectRef> {
+    ("[a-z][a-z0-9-]{2,20}", "[a-zA-Z0-9/._ -]{1,40}").prop_map(|(bucket, key)| ObjectRef { bucket, key })
+}
+
+fn frames(max: usize) -> impl Strategy<Value = Vec<Frame>> {
+    prop::collection::vec(
+        (any::<u64>(), -1e6f64..1e6).prop_map(|(index, pts_s)| Frame { index, pts_s }),
+        1..max,
+    )
+}
+
+fn sampling() -> impl Strategy<Value = Sampling> {
+    prop_oneof![
+        Just(Sampling::All),
+        (0.01f64..240.0).prop_map(Sampling::Fps),
+        (1u32..1000).prop_map(Sampling::EveryNth),
+    ]
+}
+
+fn job() -> impl Strategy<Value = FrameJob> {
+    (any::<u128>(), source(), object(), any::<u32>(), 1u32..9, 1u32..9, frames(5)).prop_flat_map(
+        |(id, source, output, seq, width, height, frames)| {
+            let n = (width * height * 3) as usize * frames.len();
+            prop::collection::vec(any::<u8>(), n).prop_map(move |pixels| FrameJob {
+                video_id: Uuid::from_u128(id),
+                task: "embed.effnet-lite0".into(),
+                source: source.clone(),
+                output: output.clone(),
+                seq,
+                width,
+                height,
+                frames: frames.clone(),
+                pixels,
+            })
+        },
+    )
+}
+
+fn result() -> impl Strategy<Value = FrameResult> {
+    (any::<u128>(), source(), object(), any::<u32>(), 1u32..8, frames(4), any::<bool>()).prop_flat_map(
+        |(id, source, output, seq, dim, frames, with_labels)| {
+            let n = dim as usize * frames.len();
+            let labels = if with_labels {
+                frames
+                    .iter()
+                    .map(|_| vec![Label { class: 950, name: "orange".into(), score: 0.9 }])
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            prop::collection::vec(-10f32..10.0, n).prop_map(move |embeddings| FrameResult {
+                video_id: Uuid::from_u128(id),
+                task: "embed.effnet-lite0".into(),
+                source: source.clone(),
+                output: output.clone(),
+                seq,
+                frames: frames.clone(),
+                model: "efficientnet-lite0".into(),
+                dim,
+                embeddings,
+                labels: labels.clone(),
+                compute_ms: 7,
+            })
+        },
+    )
+}
+
+fn message() -> impl Strategy<Value = Message> {
+    prop_oneof![
+        (any::<u128>(), source(), object(), sampling()).prop_map(|(id, source, output, sampling)| {
+            Message::VideoTask(VideoTask {
+                video_id: Uuid::from_u128(id),
+                source,
+                task: "embed.effnet-lite0".into(),
+                sampling,
+                output,
+            })
+        }),
+        job().prop_map(Message::FrameJob),
+        result().prop_map(Message::FrameResult),
+        (any::<u128>(), source(), object(), any::<u32>(), any::<u64>()).prop_map(
+            |(id, source, output, jobs, frames)| Message::VideoDone(VideoDone {
+                video_id: Uuid::from_u128(id),
+                task: "embed.effnet-lite0".into(),
+                source,
+                output,
+                jobs,
+                frames,
+                decoded: frames,
+                decode_ms: 12,
+            })
+        ),
+        (any::<u128>(), source(), object(), "\\PC{1,200}").prop_map(|(id, source, output, reason)| {
+            Message::VideoFailed(VideoFailed {
+                video_id: Uuid::from_u128(id),
+                task: "embed.effnet-lite0".into(),
+                source,
+                output,
+                reason,
+            })
+        }),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn every_message_round_trips(m in message()) {
+        let bytes = encode(&m).expect("valid message encodes");
+        prop_assert_eq!(decode(&bytes).expect("own encoding decodes"), m);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        let _ = decode(&bytes);
+    }
+
+    #[test]
+    fn arbitrary_bodies_behind_a_valid_header_never_panic(body in prop::collection::vec(any::<u8>(), 0..512)) {
+        let mut bytes = b"FF".to_vec();
+        bytes.extend_from_slice(&VERSION.to_le_bytes());
+        bytes.extend_from_slice(&body);
+        let _ = decode(&bytes);
+    }
+
+    #[test]
+    fn truncated_payloads_are_errors(m in message(), cut in 1usize..64) {
+        let bytes = encode(&m).expect("valid message encodes");
+        let cut = cut.min(bytes.len());
+        prop_assert!(decode(&bytes[..bytes.len() - cut]).is_err());
+    }
+}
+
+fn sample_job() -> FrameJob {
+    FrameJob {
+        video_id: Uuid::nil(),
+        task: "embed.effnet-lite0".into(),
+        source: ObjectRef { bucket: "b".into(), key: "v.mp4".into() },
+        output: ObjectRef { bucket: "b".into(), key: "out/".into() },
+        seq: 0,
+        width: 4,
+        height: 2,
+        frames: vec![Frame { index: 0, pts_s: 0.0 }, Frame { index: 1, pts_s: 0.04 }],
+        pixels: vec![0; 4 * 2 * 3 * 2],
+    }
+}
+
+#[test]
+fn pixel_bytes_must_match_size_times_frames() {
+    let mut job = sample_job();
+    job.pixels.pop();
+    let err = encode(&Message::FrameJob(job)).expect_err("short pixel buffer");
+    assert!(matches!(
+        err,
+        schema::EncodeError::Invalid(ValidationError::PixelBytes { expected: 48, actual: 47, .. })
+    ));
+}
+
+#[test]
+fn other_versions_are_reported_as_such_not_as_corruption() {
+    let mut bytes = encode(&Message::FrameJob(sample_job())).expect("encodes");
+    bytes[2..4].copy_from_slice(&(VERSION + 1).to_le_bytes());
+    assert!(matches!(decode(&bytes), Err(DecodeError::UnsupportedVersion { found }) if found == VERSION + 1));
+}
+
+#[test]
+fn foreign_payloads_are_bad_magic() {
+    assert!(matches!(decode(b"{\"json\": true}"), Err(DecodeError::BadMagic)));
+    assert!(matches!(decode(b"FF"), Err(DecodeError::TooShort(2))));
+}
+
+#[test]
+fn oversized_payloads_are_refused_before_decoding() {
+    let bytes = vec![0u8; 16 * 1024 * 1024 + 1];
+    assert!(matches!(decode(&bytes), Err(DecodeError::TooLarge { .. })));
+}
+
+#[test]
+fn long_failure_reasons_are_cut_to_fit_the_wire() {
+    let reason = "é".repeat(5000);
+    let cut = VideoFailed::truncate_reason(&reason);
+    assert!(cut.len() <= schema::Limits::DEFAULT.max_text_bytes);
+    assert!(cut.ends_with("..."));
+}

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs every test: installs what is missing, starts RabbitMQ and an S3
+# server, builds the binaries, then `cargo test` for the whole workspace.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$root/scripts/setup.sh"
+cd "$root"
+
+data="$(mktemp -d)/s3"
+start_s3 "$data"
+trap 'kill $S3S_PID 2>/dev/null || true; rm -rf "$(dirname "$data")"' EXIT
+
+export FF_AMQP_URL="${FF_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
+export FF_TEST_MODEL_DIR="$FF_MODEL_DIR"
+export FF_BIN_DIR="$CARGO_TARGET_DIR/debug"
+cargo build --workspace --bins
+cargo test --workspace "$@"

@@ -1,0 +1,39 @@
+use candle_core::{D, Result, Tensor};
+use candle_nn::{Linear, Module, VarBuilder, ops::softmax};
+use schema::Label;
+
+/// A linear classification head on the pooled embedding, reporting the
+/// top-k classes by name.
+pub struct Classifier {
+    linear: Linear,
+    names: Vec<String>,
+    top_k: usize,
+}
+
+impl Classifier {
+    pub fn new(vb: VarBuilder, dim: usize, names: Vec<String>, top_k: usize) -> Result<Self> {
+        let linear = candle_nn::linear(dim, names.len(), vb)?;
+        Ok(Self { linear, names, top_k })
+    }
+
+    /// `embeddings`: [B, dim] → top-k labels per row, best first.
+    pub fn top_k(&self, embeddings: &Tensor) -> Result<Vec<Vec<Label>>> {
+        let probs = softmax(&self.linear.forward(embeddings)?, D::Minus1)?.to_vec2::<f32>()?;
+        Ok(probs
+            .into_iter()
+            .map(|row| {
+                let mut order: Vec<usize> = (0..row.len()).collect();
+                order.sort_unstable_by(|&a, &b| row[b].total_cmp(&row[a]));
+                order
+                    .into_iter()
+                    .take(self.top_k)
+                    .map(|class| Label {
+                        class: class as u32,
+                        name: self.names[class].clone(),
+                        score: row[class],
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,82 @@
+//! Publishes one result per job and acks the job only once the result is
+//! confirmed. A model failure requeues the batch's jobs; RabbitMQ's delivery
+//! limit dead-letters a job that keeps failing.
+
+use std::time::Instant;
+
+use lapin::options::{BasicAckOptions, BasicNackOptions};
+use schema::{FrameResult, Message};
+use tokio::sync::mpsc;
+
+use fleet::{Publisher, Topology};
+
+use crate::{engine::Finished, models::Encoded};
+
+pub struct Reply {
+    pub results: Publisher,
+    pub model: String,
+}
+
+impl Reply {
+    pub async fn run(self, mut finished: mpsc::Receiver<Finished>) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let mut frames_done = 0u64;
+        while let Some(batch) = finished.recv().await {
+            match batch.outcome {
+                Ok(encoded) => {
+                    frames_done += self.publish(batch.jobs, &encoded, batch.compute_ms).await? as u64;
+                    let secs = started.elapsed().as_secs_f64().max(1e-3);
+                    tracing::info!(frames = frames_done, fps = format!("{:.1}", frames_done as f64 / secs), "progress");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, jobs = batch.jobs.len(), "model failed, requeueing jobs");
+                    for j in batch.jobs {
+                        let requeue = BasicNackOptions { requeue: true, ..Default::default() };
+                        if let Err(e) = j.delivery.acker.nack(requeue).await {
+                            tracing::warn!(error = %e, "nack failed; the broker redelivers on reconnect");
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn publish(&self, jobs: Vec<crate::intake::Job>, encoded: &Encoded, compute_ms: u32) -> anyhow::Result<usize> {
+        let dim = encoded.dim;
+        let mut offset = 0;
+        for j in jobs {
+            let job = j.job;
+            let n = job.frames.len();
+            let labels = if encoded.labels.is_empty() {
+                Vec::new()
+            } else {
+                encoded.labels[offset..offset + n].to_vec()
+            };
+            let result = FrameResult {
+                video_id: job.video_id,
+                task: job.task,
+                source: job.source,
+                output: job.output,
+                seq: job.seq,
+                frames: job.frames,
+                model: self.model.clone(),
+                dim: dim as u32,
+                embeddings: encoded.embeddings[offset * dim..(offset + n) * dim].to_vec(),
+                labels,
+                compute_ms,
+            };
+            offset += n;
+            let payload = schema::encode(&Message::FrameResult(result))?;
+            self.results
+                .publish(Topology::RESULTS_KEY, &payload, Default::default())
+                .await?;
+            if let Err(e) = j.delivery.acker.ack(BasicAckOptions::default()).await {
+                // The result is out; the job comes back after reconnect and
+                // its duplicate result is absorbed by the idempotent collector.
+                tracing::warn!(error = %e, "ack failed after publishing the result");
+            }
+        }
+        Ok(offset)
+    }
+}

@@ -1,0 +1,104 @@
+use std::{path::Path, time::Duration};
+
+use anyhow::{Context, bail};
+use lapin::options::{BasicConsumeOptions, BasicQosOptions};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use fleet::{Publisher, Topology};
+
+use crate::{
+    batcher, cli::Cli, device, engine, intake::Intake, models::{self, EffnetEncoder, Encoder}, reply::Reply,
+};
+
+fn load_encoder(task: &str, dir: &Path, device: &candle_core::Device) -> anyhow::Result<Box<dyn Encoder>> {
+    match task {
+        "embed.effnet-lite0" => Ok(Box::new(EffnetEncoder::load(dir, device)?)),
+        other => bail!("task {other} has no model backend in this worker"),
+    }
+}
+
+async fn shutdown_signal(stop: CancellationToken) {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+    tracing::info!("shutdown requested: draining in-flight jobs");
+    stop.cancel();
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let spec = schema::known_task(&cli.task).with_context(|| format!("unknown task {}", cli.task))?;
+    let device = device::parse(&cli.device)?;
+    let dir = match (&cli.model_dir, &cli.hub_repo) {
+        (Some(dir), _) => models::files::local(dir)?,
+        (None, Some(repo)) => {
+            let repo = repo.clone();
+            tokio::task::spawn_blocking(move || models::files::from_hub(&repo)).await??
+        }
+        (None, None) => bail!("pass --model-dir or --hub-repo"),
+    };
+    let encoder = {
+        let (task, dir, device) = (cli.task.clone(), dir.clone(), device.clone());
+        tokio::task::spawn_blocking(move || load_encoder(&task, &dir, &device)).await??
+    };
+    let size = encoder.input_size();
+    if size != (spec.width as usize, spec.height as usize) {
+        bail!("model in {} takes {size:?}, task {} ships {}x{}", dir.display(), cli.task, spec.width, spec.height);
+    }
+    let model = encoder.name().to_owned();
+    tracing::info!(task = %cli.task, model, device = %cli.device, dir = %dir.display(), "model loaded");
+
+    let name = format!("worker {} pid {}", cli.task, std::process::id());
+    let connection = fleet::connect(&cli.broker.amqp_url, &name).await?;
+    let topology = Topology::new(&cli.broker.namespace);
+    let results = Publisher::open(&connection, &topology.jobs_exchange()).await?;
+    topology.declare_core(results.channel()).await?;
+    topology.declare_frames(results.channel(), &cli.task).await?;
+    let dead = Publisher::open(&connection, &topology.dead_exchange()).await?;
+
+    let queue = topology.frames_queue(&cli.task);
+    let channel = connection.create_channel().await?;
+    channel.basic_qos(cli.prefetch, BasicQosOptions::default()).await?;
+    let consumer = channel
+        .basic_consume(queue.as_str().into(), name.as_str().into(), BasicConsumeOptions::default(), Default::default())
+        .await?;
+    tracing::info!(queue, prefetch = cli.prefetch, max_batch = cli.max_batch, "consuming");
+
+    let stop = CancellationToken::new();
+    tokio::spawn(shutdown_signal(stop.clone()));
+    let (job_tx, job_rx) = mpsc::channel(usize::from(cli.prefetch));
+    let (batch_tx, batch_rx) = mpsc::channel(1);
+    let (done_tx, done_rx) = mpsc::channel(2);
+    let limits = batcher::Limits {
+        max_frames: cli.max_batch as usize,
+        max_wait: Duration::from_millis(cli.max_wait_ms),
+    };
+    let engine = engine::spawn(encoder, batch_rx, done_tx)?;
+    let batching = tokio::spawn(batcher::run(job_rx, batch_tx, limits));
+    let replying = tokio::spawn(Reply { results, model }.run(done_rx));
+    let intake = Intake {
+        queue: queue.clone(),
+        task: cli.task.clone(),
+        size,
+        dead,
+    };
+    let intake_result = intake.run(consumer, job_tx, stop.clone()).await;
+    // Stop deliveries; what was already taken drains through the pipeline
+    // and is acked on this same channel before it closes. Anything still
+    // unacked after that is requeued by the broker.
+    channel.basic_cancel(name.as_str().into(), Default::default()).await.ok();
+    batching.await?;
+    let reply_result = replying.await?;
+    engine.join().map_err(|_| anyhow::anyhow!("engine thread panicked"))?;
+    channel.close(200, "worker stopped".into()).await.ok();
+    connection.close(200, "worker stopped".into()).await.ok();
+    intake_result.and(reply_result)
+}
