@@ -15,7 +15,8 @@ use anyhow::{Context, bail};
 use aws_sdk_s3::{Client, primitives::ByteStream};
 
 pub fn env(name: &str) -> anyhow::Result<String> {
-    std::env::var(name).with_context(|| format!("{name} is not set: run the tests through scripts/test.sh"))
+    std::env::var(name)
+        .with_context(|| format!("{name} is not set: run the tests through scripts/test.sh"))
 }
 
 pub const OPENCV_DATA: &str = "/usr/share/doc/opencv-doc/examples/data";
@@ -43,10 +44,21 @@ impl Fleet {
             .endpoint_url(env("FF_S3_ENDPOINT")?)
             .build();
         let s3 = Client::from_conf(config);
-        s3.create_bucket().bucket(&bucket).send().await.context("creating the test bucket")?;
+        s3.create_bucket()
+            .bucket(&bucket)
+            .send()
+            .await
+            .context("creating the test bucket")?;
         let work = std::env::temp_dir().join(format!("ff-e2e-{namespace}"));
         std::fs::create_dir_all(&work)?;
-        Ok(Self { bucket, namespace, s3, amqp_url: env("FF_AMQP_URL")?, children: Vec::new(), work })
+        Ok(Self {
+            bucket,
+            namespace,
+            s3,
+            amqp_url: env("FF_AMQP_URL")?,
+            children: Vec::new(),
+            work,
+        })
     }
 
     fn command(&self, bin: &str) -> anyhow::Result<Command> {
@@ -64,7 +76,11 @@ impl Fleet {
     pub fn run(&self, bin: &str, args: &[&str]) -> anyhow::Result<String> {
         let out = self.command(bin)?.args(args).output()?;
         if !out.status.success() {
-            bail!("{bin} {args:?} failed with {}: {}", out.status, String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "{bin} {args:?} failed with {}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
@@ -72,13 +88,22 @@ impl Fleet {
     /// Starts a long-running fleet process; its log goes to `<work>/<label>.log`.
     pub fn spawn(&mut self, label: &str, bin: &str, args: &[&str]) -> anyhow::Result<()> {
         let log = std::fs::File::create(self.work.join(format!("{label}.log")))?;
-        let child = self.command(bin)?.args(args).stdout(Stdio::null()).stderr(log).spawn()?;
+        let child = self
+            .command(bin)?
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
         self.children.push((label.to_owned(), child));
         Ok(())
     }
 
     pub fn kill(&mut self, label: &str) -> anyhow::Result<()> {
-        let pos = self.children.iter().position(|(l, _)| l == label).context("no such process")?;
+        let pos = self
+            .children
+            .iter()
+            .position(|(l, _)| l == label)
+            .context("no such process")?;
         let (_, mut child) = self.children.remove(pos);
         child.kill()?;
         child.wait()?;
@@ -91,12 +116,25 @@ impl Fleet {
 
     pub async fn upload(&self, key: &str, path: &Path) -> anyhow::Result<()> {
         let body = ByteStream::from_path(path).await?;
-        self.s3.put_object().bucket(&self.bucket).key(key).body(body).send().await?;
+        self.s3
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(body)
+            .send()
+            .await?;
         Ok(())
     }
 
     pub async fn get(&self, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
-        match self.s3.get_object().bucket(&self.bucket).key(key).send().await {
+        match self
+            .s3
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
             Ok(o) => Ok(Some(o.body.collect().await?.into_bytes().to_vec())),
             Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
             Err(e) => Err(e.into()),
@@ -104,12 +142,26 @@ impl Fleet {
     }
 
     pub async fn keys(&self, prefix: &str) -> anyhow::Result<Vec<String>> {
-        let out = self.s3.list_objects_v2().bucket(&self.bucket).prefix(prefix).send().await?;
-        Ok(out.contents().iter().filter_map(|o| o.key().map(str::to_owned)).collect())
+        let out = self
+            .s3
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .send()
+            .await?;
+        Ok(out
+            .contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_owned))
+            .collect())
     }
 
     /// Waits until every key has a status object, or fails with the fleet's logs.
-    pub async fn wait_for_status(&self, keys: &[&str], timeout: Duration) -> anyhow::Result<Vec<serde_json::Value>> {
+    pub async fn wait_for_status(
+        &self,
+        keys: &[&str],
+        timeout: Duration,
+    ) -> anyhow::Result<Vec<serde_json::Value>> {
         let deadline = Instant::now() + timeout;
         loop {
             let mut found = Vec::new();
@@ -122,8 +174,17 @@ impl Fleet {
                 return Ok(found);
             }
             if Instant::now() > deadline {
-                let logs: Vec<String> = self.children.iter().map(|(l, _)| format!("--- {l}\n{}", tail(&self.log(l)))).collect();
-                bail!("{} of {} videos finished in {timeout:?}\n{}", found.len(), keys.len(), logs.join("\n"));
+                let logs: Vec<String> = self
+                    .children
+                    .iter()
+                    .map(|(l, _)| format!("--- {l}\n{}", tail(&self.log(l))))
+                    .collect();
+                bail!(
+                    "{} of {} videos finished in {timeout:?}\n{}",
+                    found.len(),
+                    keys.len(),
+                    logs.join("\n")
+                );
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
@@ -137,9 +198,16 @@ impl Fleet {
         }
         let connection = fleet::connect(&self.amqp_url, "e2e cleanup").await?;
         let channel = connection.create_channel().await?;
-        fleet::Topology::new(&self.namespace).delete(&channel, tasks).await?;
+        fleet::Topology::new(&self.namespace)
+            .delete(&channel, tasks)
+            .await?;
         for key in self.keys("").await? {
-            self.s3.delete_object().bucket(&self.bucket).key(key).send().await?;
+            self.s3
+                .delete_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .send()
+                .await?;
         }
         self.s3.delete_bucket().bucket(&self.bucket).send().await?;
         std::fs::remove_dir_all(&self.work).ok();
@@ -158,47 +226,101 @@ impl Drop for Fleet {
 
 fn tail(log: &str) -> &str {
     let start = log.len().saturating_sub(4000);
-    let start = (start..log.len()).find(|&i| log.is_char_boundary(i)).unwrap_or(log.len());
+    let start = (start..log.len())
+        .find(|&i| log.is_char_boundary(i))
+        .unwrap_or(log.len());
     &log[start..]
 }
 
 /// Runs ffmpeg with `args`, failing with its stderr.
 pub fn ffmpeg(args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new("ffmpeg").args(["-hide_banner", "-loglevel", "error", "-y"]).args(args).output()?;
-    anyhow::ensure!(out.status.success(), "ffmpeg {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args(args)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "ffmpeg {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(())
 }
 
 /// Frames ffprobe decodes from the first video stream.
 pub fn ffprobe_frames(path: &Path) -> anyhow::Result<u64> {
     let out = Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", "v:0", "-count_frames", "-show_entries", "stream=nb_read_frames", "-of", "csv=p=0"])
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-count_frames",
+            "-show_entries",
+            "stream=nb_read_frames",
+            "-of",
+            "csv=p=0",
+        ])
         .arg(path)
         .output()?;
-    anyhow::ensure!(out.status.success(), "ffprobe {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+    anyhow::ensure!(
+        out.status.success(),
+        "ffprobe {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(String::from_utf8(out.stdout)?.trim().parse()?)
 }
 
 /// Parses a little-endian float32 2-D `.npy`: (rows, cols, data).
 pub fn read_npy_f32(bytes: &[u8]) -> anyhow::Result<(usize, usize, Vec<f32>)> {
-    anyhow::ensure!(bytes.starts_with(b"\x93NUMPY\x01\x00"), "not an npy v1 file");
+    anyhow::ensure!(
+        bytes.starts_with(b"\x93NUMPY\x01\x00"),
+        "not an npy v1 file"
+    );
     let len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
     let header = std::str::from_utf8(&bytes[10..10 + len])?;
-    anyhow::ensure!(header.contains("'descr': '<f4'") && header.contains("'fortran_order': False"), "unexpected header {header}");
-    let shape = header.split("'shape': (").nth(1).and_then(|s| s.split(')').next()).context("no shape")?;
-    let dims: Vec<usize> = shape.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::parse).collect::<Result<_, _>>()?;
+    anyhow::ensure!(
+        header.contains("'descr': '<f4'") && header.contains("'fortran_order': False"),
+        "unexpected header {header}"
+    );
+    let shape = header
+        .split("'shape': (")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .context("no shape")?;
+    let dims: Vec<usize> = shape
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
     anyhow::ensure!(dims.len() == 2, "shape {shape} is not 2-D");
-    let data: Vec<f32> = bytes[10 + len..].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-    anyhow::ensure!(data.len() == dims[0] * dims[1], "{} values for shape {shape}", data.len());
+    let data: Vec<f32> = bytes[10 + len..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    anyhow::ensure!(
+        data.len() == dims[0] * dims[1],
+        "{} values for shape {shape}",
+        data.len()
+    );
     Ok((dims[0], dims[1], data))
 }
 
 /// The shape numpy itself reads from an `.npy` file, via the test venv's python.
 pub fn numpy_shape(path: &Path) -> anyhow::Result<String> {
     let out = Command::new(env("FF_PYTHON")?)
-        .args(["-c", "import sys, numpy; a = numpy.load(sys.argv[1]); print(a.dtype, a.shape)"])
+        .args([
+            "-c",
+            "import sys, numpy; a = numpy.load(sys.argv[1]); print(a.dtype, a.shape)",
+        ])
         .arg(path)
         .output()?;
-    anyhow::ensure!(out.status.success(), "numpy cannot load {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+    anyhow::ensure!(
+        out.status.success(),
+        "numpy cannot load {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(String::from_utf8(out.stdout)?.trim().to_owned())
 }

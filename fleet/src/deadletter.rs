@@ -1,8 +1,4 @@
-use lapin::{
-    message::Delivery,
-    options::BasicAckOptions,
-    types::AMQPValue,
-};
+use lapin::{message::Delivery, options::BasicAckOptions, types::AMQPValue};
 
 use crate::{PublishError, Publisher};
 
@@ -18,11 +14,7 @@ pub async fn dead_letter(
     queue: &str,
     reason: &str,
 ) -> Result<(), PublishError> {
-    let mut headers = delivery
-        .properties
-        .headers()
-        .clone()
-        .unwrap_or_default();
+    let mut headers = delivery.properties.headers().clone().unwrap_or_default();
     headers.insert(REASON_HEADER.into(), AMQPValue::LongString(reason.into()));
     headers.insert("x-ff-queue".into(), AMQPValue::LongString(queue.into()));
     dead.publish(delivery.routing_key.as_str(), &delivery.data, headers)
@@ -37,4 +29,3 @@ pub async fn dead_letter(
         })?;
     Ok(())
 }
-

@@ -1,9 +1,8 @@
 use std::time::Duration;
 
 use lapin::{
-    BasicProperties, Channel, Connection,
+    BasicProperties, Channel, Confirmation, Connection, PublisherConfirm,
     options::{BasicPublishOptions, ConfirmSelectOptions},
-    publisher_confirm::{Confirmation, PublisherConfirm},
     types::FieldTable,
 };
 use thiserror::Error;
@@ -102,7 +101,13 @@ impl Publisher {
             .with_headers(headers);
         let confirm = self
             .channel
-            .basic_publish(self.exchange.as_str().into(), key.into(), options, payload, properties)
+            .basic_publish(
+                self.exchange.as_str().into(),
+                key.into(),
+                options,
+                payload,
+                properties,
+            )
             .await
             .map_err(|source| PublishError::Broker {
                 key: key.to_owned(),
@@ -119,7 +124,12 @@ impl Publisher {
     /// with exponential backoff and tries again for as long as it takes; a
     /// lost connection waits for lapin's recovery. Only an unroutable key or
     /// an unrecoverable broker error is returned.
-    pub async fn publish(&self, key: &str, payload: &[u8], headers: FieldTable) -> Result<(), PublishError> {
+    pub async fn publish(
+        &self,
+        key: &str,
+        payload: &[u8],
+        headers: FieldTable,
+    ) -> Result<(), PublishError> {
         let mut backoff = BACKOFF_START;
         loop {
             let outcome = match self.send(key, payload, headers.clone()).await {
@@ -129,7 +139,11 @@ impl Publisher {
             match outcome {
                 Ok(()) => return Ok(()),
                 Err(PublishError::Nacked { .. }) => {
-                    tracing::debug!(key, backoff_ms = backoff.as_millis() as u64, "publish nacked, backing off");
+                    tracing::debug!(
+                        key,
+                        backoff_ms = backoff.as_millis() as u64,
+                        "publish nacked, backing off"
+                    );
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                 }

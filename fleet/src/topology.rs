@@ -66,8 +66,14 @@ impl Topology {
 
     fn quorum_args(&self) -> FieldTable {
         let mut args = FieldTable::default();
-        args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
-        args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(DELIVERY_LIMIT));
+        args.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("quorum".into()),
+        );
+        args.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongLongInt(DELIVERY_LIMIT),
+        );
         args.insert(
             "x-dead-letter-exchange".into(),
             AMQPValue::LongString(self.dead_exchange().into()),
@@ -82,25 +88,58 @@ impl Topology {
         self.exchange(channel, &self.dead_exchange(), ExchangeKind::Fanout)
             .await?;
         let mut dead_args = FieldTable::default();
-        dead_args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
-        self.queue(channel, &self.dead_queue(), dead_args, &self.dead_exchange(), "")
-            .await?;
+        dead_args.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("quorum".into()),
+        );
+        self.queue(
+            channel,
+            &self.dead_queue(),
+            dead_args,
+            &self.dead_exchange(),
+            "",
+        )
+        .await?;
         let videos = self.videos_queue();
-        self.queue(channel, &videos, self.quorum_args(), &self.jobs_exchange(), Self::VIDEOS_KEY)
-            .await?;
+        self.queue(
+            channel,
+            &videos,
+            self.quorum_args(),
+            &self.jobs_exchange(),
+            Self::VIDEOS_KEY,
+        )
+        .await?;
         let results = self.results_queue();
-        self.queue(channel, &results, self.quorum_args(), &self.jobs_exchange(), Self::RESULTS_KEY)
-            .await
+        self.queue(
+            channel,
+            &results,
+            self.quorum_args(),
+            &self.jobs_exchange(),
+            Self::RESULTS_KEY,
+        )
+        .await
     }
 
     /// A task's frames queue, bounded so that producers feel back-pressure
     /// (publishes are nacked) instead of filling the broker.
     pub async fn declare_frames(&self, channel: &Channel, task: &str) -> Result<(), BrokerError> {
         let mut args = self.quorum_args();
-        args.insert("x-max-length".into(), AMQPValue::LongLongInt(FRAMES_MAX_LENGTH));
-        args.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
-        self.queue(channel, &self.frames_queue(task), args, &self.jobs_exchange(), Self::frames_key(task))
-            .await
+        args.insert(
+            "x-max-length".into(),
+            AMQPValue::LongLongInt(FRAMES_MAX_LENGTH),
+        );
+        args.insert(
+            "x-overflow".into(),
+            AMQPValue::LongString("reject-publish".into()),
+        );
+        self.queue(
+            channel,
+            &self.frames_queue(task),
+            args,
+            &self.jobs_exchange(),
+            Self::frames_key(task),
+        )
+        .await
     }
 
     /// Removes the given task queues and the core topology; for tests and
@@ -110,7 +149,10 @@ impl Topology {
         queues.extend(tasks.iter().map(|t| self.frames_queue(t)));
         for queue in queues {
             channel
-                .queue_delete(ShortString::from(queue.as_str()), QueueDeleteOptions::default())
+                .queue_delete(
+                    ShortString::from(queue.as_str()),
+                    QueueDeleteOptions::default(),
+                )
                 .await
                 .map_err(BrokerError::protocol(format!("deleting queue {queue}")))?;
         }
@@ -118,12 +160,19 @@ impl Topology {
             channel
                 .exchange_delete(ShortString::from(exchange.as_str()), Default::default())
                 .await
-                .map_err(BrokerError::protocol(format!("deleting exchange {exchange}")))?;
+                .map_err(BrokerError::protocol(format!(
+                    "deleting exchange {exchange}"
+                )))?;
         }
         Ok(())
     }
 
-    async fn exchange(&self, channel: &Channel, name: &str, kind: ExchangeKind) -> Result<(), BrokerError> {
+    async fn exchange(
+        &self,
+        channel: &Channel,
+        name: &str,
+        kind: ExchangeKind,
+    ) -> Result<(), BrokerError> {
         let options = ExchangeDeclareOptions {
             durable: true,
             ..Default::default()
@@ -151,8 +200,16 @@ impl Topology {
             .await
             .map_err(BrokerError::protocol(format!("declaring queue {name}")))?;
         channel
-            .queue_bind(name.into(), exchange.into(), key.into(), QueueBindOptions::default(), FieldTable::default())
+            .queue_bind(
+                name.into(),
+                exchange.into(),
+                key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
             .await
-            .map_err(BrokerError::protocol(format!("binding queue {name} to {exchange}")))
+            .map_err(BrokerError::protocol(format!(
+                "binding queue {name} to {exchange}"
+            )))
     }
 }

@@ -14,7 +14,11 @@ use clap::{Parser, Subcommand};
 #[command(version)]
 struct Cli {
     /// RabbitMQ management API. The default is the local-development guest account.
-    #[arg(long, env = "FF_RABBITMQ_API", default_value = "http://guest:guest@127.0.0.1:15672")]
+    #[arg(
+        long,
+        env = "FF_RABBITMQ_API",
+        default_value = "http://guest:guest@127.0.0.1:15672"
+    )]
     api_url: String,
 
     /// Virtual host the fleet lives in.
@@ -58,7 +62,9 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     match cli.command {
         Command::Status { json } => {
             let api = status::Api::new(&cli.api_url, &cli.vhost)?;

@@ -66,7 +66,9 @@ impl Api {
         base.set_username("").ok();
         base.set_password(None).ok();
         Ok(Self {
-            client: reqwest::Client::builder().timeout(std::time::Duration::from_secs(10)).build()?,
+            client: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(10))
+                .build()?,
             base,
             user,
             password,
@@ -89,7 +91,10 @@ impl Api {
             .with_context(|| format!("cannot reach the management API at {url}"))?;
         let code = response.status();
         anyhow::ensure!(code.is_success(), "management API at {url} answered {code}");
-        let queues: Vec<ApiQueue> = response.json().await.context("management API sent unexpected JSON")?;
+        let queues: Vec<ApiQueue> = response
+            .json()
+            .await
+            .context("management API sent unexpected JSON")?;
         let prefix = format!("{namespace}.");
         let mut out: Vec<QueueStatus> = queues
             .into_iter()
@@ -113,8 +118,17 @@ impl Api {
 }
 
 pub fn write_table(out: &mut impl Write, queues: &[QueueStatus]) -> std::io::Result<()> {
-    let width = queues.iter().map(|q| q.queue.len()).max().unwrap_or(5).max(5);
-    writeln!(out, "{:<width$}  {:>8}  {:>8}  {:>9}  {:>9}  {:>9}  {:>9}", "QUEUE", "READY", "UNACKED", "CONSUMERS", "IN/s", "OUT/s", "ACK/s")?;
+    let width = queues
+        .iter()
+        .map(|q| q.queue.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    writeln!(
+        out,
+        "{:<width$}  {:>8}  {:>8}  {:>9}  {:>9}  {:>9}  {:>9}",
+        "QUEUE", "READY", "UNACKED", "CONSUMERS", "IN/s", "OUT/s", "ACK/s"
+    )?;
     for q in queues {
         writeln!(
             out,

@@ -4,17 +4,20 @@
 
 use std::time::Instant;
 
-use ffmpeg_next as ffmpeg;
 use ffmpeg::{
     Packet, Rational,
     format::Pixel,
     software::scaling::{Context as Scaler, Flags},
     util::frame::Video as VideoFrame,
 };
+use ffmpeg_next as ffmpeg;
 use schema::{Frame, Sampling};
 use thiserror::Error;
 
-use crate::{prebatch::{Batch, Prebatcher}, sampler::Sampler};
+use crate::{
+    prebatch::{Batch, Prebatcher},
+    sampler::Sampler,
+};
 
 /// Why a video could not be turned into frames. The message names the
 /// failing step; the object name is added by the caller.
@@ -92,12 +95,25 @@ impl Converter {
     /// Resize + colour conversion in one pass; returns packed RGB24 rows.
     fn convert(&mut self, frame: &VideoFrame) -> Result<&[u8], DecodeError> {
         let input = (frame.format(), frame.width(), frame.height());
-        let error = |source| DecodeError::Scale { format: input.0, width: input.1, height: input.2, source };
+        let error = |source| DecodeError::Scale {
+            format: input.0,
+            width: input.1,
+            height: input.2,
+            source,
+        };
         let scaler = match &mut self.scaler {
             Some((scaler, built_for)) if *built_for == input => scaler,
             slot => {
-                let scaler = Scaler::get(input.0, input.1, input.2, Pixel::RGB24, self.width, self.height, Flags::BICUBIC)
-                    .map_err(error)?;
+                let scaler = Scaler::get(
+                    input.0,
+                    input.1,
+                    input.2,
+                    Pixel::RGB24,
+                    self.width,
+                    self.height,
+                    Flags::BICUBIC,
+                )
+                .map_err(error)?;
                 &mut slot.insert((scaler, input)).0
             }
         };
@@ -114,7 +130,11 @@ impl Converter {
 
 /// Decodes `url`, handing each full batch to `emit`. `emit` returning false
 /// means the receiver is gone, and decoding stops.
-pub fn decode(url: &str, settings: &Settings, mut emit: impl FnMut(Batch) -> bool) -> Result<Summary, DecodeError> {
+pub fn decode(
+    url: &str,
+    settings: &Settings,
+    mut emit: impl FnMut(Batch) -> bool,
+) -> Result<Summary, DecodeError> {
     let started = Instant::now();
     let mut input = ffmpeg::format::input(url).map_err(DecodeError::Open)?;
     let stream = input
@@ -137,7 +157,10 @@ pub fn decode(url: &str, settings: &Settings, mut emit: impl FnMut(Batch) -> boo
     let mut errors = 0u64;
     let mut frame = VideoFrame::empty();
 
-    let mut drain = |decoder: &mut ffmpeg::decoder::Video, decoded: &mut u64, sampled: &mut u64| -> Result<bool, DecodeError> {
+    let mut drain = |decoder: &mut ffmpeg::decoder::Video,
+                     decoded: &mut u64,
+                     sampled: &mut u64|
+     -> Result<bool, DecodeError> {
         while decoder.receive_frame(&mut frame).is_ok() {
             let index = *decoded;
             *decoded += 1;

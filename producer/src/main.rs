@@ -86,7 +86,9 @@ fn stop_on_signal() -> CancellationToken {
     let stop = CancellationToken::new();
     let token = stop.clone();
     tokio::spawn(async move {
-        let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
             tracing::error!("cannot listen for SIGTERM");
             return;
         };
@@ -106,34 +108,64 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run { .. } => "producer",
         Command::Collect { .. } => "collector",
     };
-    let connection = fleet::connect(&cli.broker.amqp_url, &format!("{role} pid {}", std::process::id())).await?;
+    let connection = fleet::connect(
+        &cli.broker.amqp_url,
+        &format!("{role} pid {}", std::process::id()),
+    )
+    .await?;
     let topology = Topology::new(&cli.broker.namespace);
     let publisher = Publisher::open(&connection, &topology.jobs_exchange()).await?;
     topology.declare_core(publisher.channel()).await?;
     let s3 = s3::client(&cli.s3).await;
     let code = match cli.command {
-        Command::Submit { source, task, sample, output } => {
+        Command::Submit {
+            source,
+            task,
+            sample,
+            output,
+        } => {
             let source = s3::parse_url(&source)?;
             let output = match output {
                 Some(url) => s3::parse_url(&url)?,
-                None => schema::ObjectRef { bucket: source.bucket.clone(), key: "outputs/".into() },
+                None => schema::ObjectRef {
+                    bucket: source.bucket.clone(),
+                    key: "outputs/".into(),
+                },
             };
-            let submission = submit::Submission { source, output: submit::normalize_prefix(output), task, sampling: sample };
+            let submission = submit::Submission {
+                source,
+                output: submit::normalize_prefix(output),
+                task,
+                sampling: sample,
+            };
             let count = submit::submit(&s3, &publisher, &submission).await?;
             println!("{count} videos submitted from {}", submission.source);
-            if count == 0 { ExitCode::from(3) } else { ExitCode::SUCCESS }
+            if count == 0 {
+                ExitCode::from(3)
+            } else {
+                ExitCode::SUCCESS
+            }
         }
         Command::Run { produce } => {
             decode::init().context("cannot initialise libav")?;
             let dead = Publisher::open(&connection, &topology.dead_exchange()).await?;
             let channel = connection.create_channel().await?;
-            produce::Producer::new(s3, topology, publisher, dead, produce).run(channel, stop_on_signal()).await?;
+            produce::Producer::new(s3, topology, publisher, dead, produce)
+                .run(channel, stop_on_signal())
+                .await?;
             ExitCode::SUCCESS
         }
         Command::Collect { prefetch } => {
             let dead = Publisher::open(&connection, &topology.dead_exchange()).await?;
             let channel = connection.create_channel().await?;
-            collect::Collector { s3, topology, dead, prefetch }.run(channel, stop_on_signal()).await?;
+            collect::Collector {
+                s3,
+                topology,
+                dead,
+                prefetch,
+            }
+            .run(channel, stop_on_signal())
+            .await?;
             ExitCode::SUCCESS
         }
     };

@@ -49,7 +49,10 @@ impl Prebatcher {
     }
 
     fn take(&mut self) -> Batch {
-        std::mem::replace(&mut self.current, Self::empty(self.max_frames, self.frame_bytes))
+        std::mem::replace(
+            &mut self.current,
+            Self::empty(self.max_frames, self.frame_bytes),
+        )
     }
 }
 
@@ -58,7 +61,10 @@ mod tests {
     use super::*;
 
     fn frame(i: u64) -> Frame {
-        Frame { index: i, pts_s: i as f64 }
+        Frame {
+            index: i,
+            pts_s: i as f64,
+        }
     }
 
     #[test]
@@ -68,7 +74,10 @@ mod tests {
         assert_eq!(p.max_frames(), 3);
         let full: Vec<_> = (0..7).filter_map(|i| p.push(frame(i), &[0; 100])).collect();
         assert_eq!(full.len(), 2);
-        assert!(full.iter().all(|b| b.frames.len() == 3 && b.pixels.len() == 300));
+        assert!(
+            full.iter()
+                .all(|b| b.frames.len() == 3 && b.pixels.len() == 300)
+        );
         let last = p.finish().expect("one frame pending");
         assert_eq!(last.frames, [frame(6)]);
     }

@@ -47,17 +47,39 @@ enum Outcome {
 }
 
 impl Producer {
-    pub fn new(s3: aws_sdk_s3::Client, topology: Topology, publisher: Publisher, dead: Publisher, args: ProduceArgs) -> Self {
-        Self { s3, topology, publisher, dead, args, declared: HashSet::new() }
+    pub fn new(
+        s3: aws_sdk_s3::Client,
+        topology: Topology,
+        publisher: Publisher,
+        dead: Publisher,
+        args: ProduceArgs,
+    ) -> Self {
+        Self {
+            s3,
+            topology,
+            publisher,
+            dead,
+            args,
+            declared: HashSet::new(),
+        }
     }
 
-    pub async fn run(mut self, channel: lapin::Channel, stop: CancellationToken) -> anyhow::Result<()> {
+    pub async fn run(
+        mut self,
+        channel: lapin::Channel,
+        stop: CancellationToken,
+    ) -> anyhow::Result<()> {
         // One video at a time per producer: more producers, more parallel decodes.
         channel.basic_qos(1, BasicQosOptions::default()).await?;
         let queue = self.topology.videos_queue();
         let tag = format!("producer pid {}", std::process::id());
         let mut consumer = channel
-            .basic_consume(queue.as_str().into(), tag.as_str().into(), BasicConsumeOptions::default(), Default::default())
+            .basic_consume(
+                queue.as_str().into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                Default::default(),
+            )
             .await?;
         tracing::info!(queue, "waiting for videos");
         loop {
@@ -75,15 +97,35 @@ impl Producer {
             };
             self.handle(delivery, &queue, &stop).await?;
         }
-        channel.basic_cancel(tag.as_str().into(), Default::default()).await.ok();
+        channel
+            .basic_cancel(tag.as_str().into(), Default::default())
+            .await
+            .ok();
         Ok(())
     }
 
-    async fn handle(&mut self, delivery: Delivery, queue: &str, stop: &CancellationToken) -> anyhow::Result<()> {
+    async fn handle(
+        &mut self,
+        delivery: Delivery,
+        queue: &str,
+        stop: &CancellationToken,
+    ) -> anyhow::Result<()> {
         let task = match schema::decode(&delivery.data) {
             Ok(Message::VideoTask(t)) => t,
-            Ok(other) => return self.reject(&delivery, queue, &format!("expected a video task, got a {}", other.kind())).await,
-            Err(e) => return self.reject(&delivery, queue, &format!("{:#}", anyhow::Error::from(e))).await,
+            Ok(other) => {
+                return self
+                    .reject(
+                        &delivery,
+                        queue,
+                        &format!("expected a video task, got a {}", other.kind()),
+                    )
+                    .await;
+            }
+            Err(e) => {
+                return self
+                    .reject(&delivery, queue, &format!("{:#}", anyhow::Error::from(e)))
+                    .await;
+            }
         };
         let outcome = match self.process(&task, stop).await {
             Ok(outcome) => outcome,
@@ -91,7 +133,10 @@ impl Producer {
                 // Infrastructure trouble (broker, store), not the video's:
                 // requeue; the queue's delivery limit bounds the retries.
                 tracing::error!(video = %task.source, error = format!("{e:#}"), "video task requeued");
-                let requeue = BasicNackOptions { requeue: true, ..Default::default() };
+                let requeue = BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                };
                 delivery.acker.nack(requeue).await.ok();
                 return Ok(());
             }
@@ -107,14 +152,23 @@ impl Producer {
             }
         };
         self.publisher
-            .publish(Topology::RESULTS_KEY, &schema::encode(&message)?, Default::default())
+            .publish(
+                Topology::RESULTS_KEY,
+                &schema::encode(&message)?,
+                Default::default(),
+            )
             .await?;
         delivery.acker.ack(BasicAckOptions::default()).await?;
         Ok(())
     }
 
     async fn reject(&self, delivery: &Delivery, queue: &str, reason: &str) -> anyhow::Result<()> {
-        tracing::warn!(queue, tag = delivery.delivery_tag, reason, "malformed video task dead-lettered");
+        tracing::warn!(
+            queue,
+            tag = delivery.delivery_tag,
+            reason,
+            "malformed video task dead-lettered"
+        );
         fleet::dead_letter(&self.dead, delivery, queue, reason).await?;
         Ok(())
     }
@@ -131,12 +185,18 @@ impl Producer {
 
     /// Decodes and publishes every job of one video. `Err` is for failures
     /// that are not the video's fault and deserve a retry.
-    async fn process(&mut self, task: &VideoTask, stop: &CancellationToken) -> anyhow::Result<Outcome> {
+    async fn process(
+        &mut self,
+        task: &VideoTask,
+        stop: &CancellationToken,
+    ) -> anyhow::Result<Outcome> {
         let Some(spec) = schema::known_task(&task.task) else {
             return Ok(Self::failed(task, format!("unknown task {}", task.task)));
         };
         if self.declared.insert(task.task.clone()) {
-            self.topology.declare_frames(self.publisher.channel(), &task.task).await?;
+            self.topology
+                .declare_frames(self.publisher.channel(), &task.task)
+                .await?;
         }
         // A presigned URL lets libavformat issue its own ranged GETs: no temp
         // file, no whole-video buffer. It must outlive the longest decode.
@@ -150,7 +210,9 @@ impl Producer {
         };
         let in_flight = self.args.max_in_flight as usize;
         let (tx, mut rx) = mpsc::channel::<Batch>(in_flight);
-        let decoding = tokio::task::spawn_blocking(move || decode::decode(&url, &settings, |batch| tx.blocking_send(batch).is_ok()));
+        let decoding = tokio::task::spawn_blocking(move || {
+            decode::decode(&url, &settings, |batch| tx.blocking_send(batch).is_ok())
+        });
 
         let mut pending = JoinSet::new();
         let mut seq = 0u32;
@@ -178,7 +240,11 @@ impl Producer {
             let payload = schema::encode(&Message::FrameJob(job))?;
             let publisher = self.publisher.clone();
             let key = task.task.clone();
-            pending.spawn(async move { publisher.publish(Topology::frames_key(&key), &payload, Default::default()).await });
+            pending.spawn(async move {
+                publisher
+                    .publish(Topology::frames_key(&key), &payload, Default::default())
+                    .await
+            });
         }
         drop(rx);
         while let Some(done) = pending.join_next().await {
@@ -186,10 +252,16 @@ impl Producer {
         }
         let summary = match decoding.await? {
             Ok(summary) => summary,
-            Err(decode::DecodeError::Cancelled) => anyhow::bail!("shutdown while decoding {}", task.source),
+            Err(decode::DecodeError::Cancelled) => {
+                anyhow::bail!("shutdown while decoding {}", task.source)
+            }
             Err(e) => return Ok(Self::failed(task, format!("{}: {e}", task.source))),
         };
-        anyhow::ensure!(sampled == summary.sampled, "published {sampled} frames of {} sampled", summary.sampled);
+        anyhow::ensure!(
+            sampled == summary.sampled,
+            "published {sampled} frames of {} sampled",
+            summary.sampled
+        );
         if summary.decode_errors > 0 {
             tracing::warn!(video = %task.source, packets = summary.decode_errors, "corrupt packets skipped");
         }

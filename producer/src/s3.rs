@@ -48,7 +48,11 @@ pub fn parse_url(url: &str) -> anyhow::Result<ObjectRef> {
 }
 
 /// A time-limited GET URL that libavformat can read with ranged requests.
-pub async fn presigned_get(client: &Client, object: &ObjectRef, valid_for: Duration) -> anyhow::Result<String> {
+pub async fn presigned_get(
+    client: &Client,
+    object: &ObjectRef,
+    valid_for: Duration,
+) -> anyhow::Result<String> {
     let config = PresigningConfig::expires_in(valid_for)?;
     let request = client
         .get_object()
@@ -71,7 +75,11 @@ pub async fn list(client: &Client, bucket: &str, prefix: &str) -> anyhow::Result
         .send();
     while let Some(page) = pages.next().await {
         let page = page.with_context(|| format!("cannot list s3://{bucket}/{prefix}"))?;
-        keys.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_owned)));
+        keys.extend(
+            page.contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_owned)),
+        );
     }
     Ok(keys)
 }
@@ -92,7 +100,13 @@ pub async fn get(client: &Client, bucket: &str, key: &str) -> anyhow::Result<Opt
     }
 }
 
-pub async fn put(client: &Client, bucket: &str, key: &str, body: Vec<u8>, content_type: &str) -> anyhow::Result<()> {
+pub async fn put(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    body: Vec<u8>,
+    content_type: &str,
+) -> anyhow::Result<()> {
     client
         .put_object()
         .bucket(bucket)
@@ -163,7 +177,10 @@ impl<'a> ObjectWriter<'a> {
                 .send()
                 .await
                 .with_context(ctx)?;
-            let id = created.upload_id().context("store returned no upload id")?.to_owned();
+            let id = created
+                .upload_id()
+                .context("store returned no upload id")?
+                .to_owned();
             self.upload = Some((id, Vec::new()));
         }
         let Some((id, parts)) = self.upload.as_mut() else {
@@ -194,7 +211,14 @@ impl<'a> ObjectWriter<'a> {
     pub async fn finish(mut self) -> anyhow::Result<()> {
         if self.upload.is_none() {
             let body = std::mem::take(&mut self.buffer);
-            return put(self.client, &self.bucket, &self.key, body, self.content_type).await;
+            return put(
+                self.client,
+                &self.bucket,
+                &self.key,
+                body,
+                self.content_type,
+            )
+            .await;
         }
         if !self.buffer.is_empty() {
             self.flush_part().await?;
@@ -207,7 +231,11 @@ impl<'a> ObjectWriter<'a> {
             .bucket(&self.bucket)
             .key(&self.key)
             .upload_id(id)
-            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
             .send()
             .await
             .with_context(|| format!("completing upload to s3://{}/{}", self.bucket, self.key))?;

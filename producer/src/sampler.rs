@@ -10,7 +10,10 @@ pub struct Sampler {
 
 impl Sampler {
     pub fn new(rule: Sampling) -> Self {
-        Self { rule, next_instant: 0 }
+        Self {
+            rule,
+            next_instant: 0,
+        }
     }
 
     /// Decides for the frame at decode position `index` shown at `pts_s`.

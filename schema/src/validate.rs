@@ -1,8 +1,7 @@
 use thiserror::Error;
 
 use crate::{
-    FrameJob, FrameResult, Limits, Message, ObjectRef, Sampling, VideoDone, VideoFailed,
-    VideoTask,
+    FrameJob, FrameResult, Limits, Message, ObjectRef, Sampling, VideoDone, VideoFailed, VideoTask,
 };
 
 #[derive(Debug, Error, PartialEq)]
@@ -19,7 +18,9 @@ pub enum ValidationError {
     BadSize { width: u32, height: u32, max: u32 },
     #[error("{count} frames is outside 1..={max}")]
     BadFrameCount { count: usize, max: usize },
-    #[error("pixels hold {actual} bytes, expected {expected} for {frames} frames of {width}x{height} RGB")]
+    #[error(
+        "pixels hold {actual} bytes, expected {expected} for {frames} frames of {width}x{height} RGB"
+    )]
     PixelBytes {
         width: u32,
         height: u32,

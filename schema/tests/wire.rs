@@ -6,11 +6,13 @@ use schema::{
 use uuid::Uuid;
 
 fn object() -> impl Strategy<Value = ObjectRef> {
-    ("[a-z][a-z0-9-]{2,20}", "[a-zA-Z0-9/._ -]{0,40}").prop_map(|(bucket, key)| ObjectRef { bucket, key })
+    ("[a-z][a-z0-9-]{2,20}", "[a-zA-Z0-9/._ -]{0,40}")
+        .prop_map(|(bucket, key)| ObjectRef { bucket, key })
 }
 
 fn source() -> impl Strategy<Value = ObjectRef> {
-    ("[a-z][a-z0-9-]{2,20}", "[a-zA-Z0-9/._ -]{1,40}").prop_map(|(bucket, key)| ObjectRef { bucket, key })
+    ("[a-z][a-z0-9-]{2,20}", "[a-zA-Z0-9/._ -]{1,40}")
+        .prop_map(|(bucket, key)| ObjectRef { bucket, key })
 }
 
 fn frames(max: usize) -> impl Strategy<Value = Vec<Frame>> {
@@ -29,8 +31,16 @@ fn sampling() -> impl Strategy<Value = Sampling> {
 }
 
 fn job() -> impl Strategy<Value = FrameJob> {
-    (any::<u128>(), source(), object(), any::<u32>(), 1u32..9, 1u32..9, frames(5)).prop_flat_map(
-        |(id, source, output, seq, width, height, frames)| {
+    (
+        any::<u128>(),
+        source(),
+        object(),
+        any::<u32>(),
+        1u32..9,
+        1u32..9,
+        frames(5),
+    )
+        .prop_flat_map(|(id, source, output, seq, width, height, frames)| {
             let n = (width * height * 3) as usize * frames.len();
             prop::collection::vec(any::<u8>(), n).prop_map(move |pixels| FrameJob {
                 video_id: Uuid::from_u128(id),
@@ -43,18 +53,31 @@ fn job() -> impl Strategy<Value = FrameJob> {
                 frames: frames.clone(),
                 pixels,
             })
-        },
-    )
+        })
 }
 
 fn result() -> impl Strategy<Value = FrameResult> {
-    (any::<u128>(), source(), object(), any::<u32>(), 1u32..8, frames(4), any::<bool>()).prop_flat_map(
-        |(id, source, output, seq, dim, frames, with_labels)| {
+    (
+        any::<u128>(),
+        source(),
+        object(),
+        any::<u32>(),
+        1u32..8,
+        frames(4),
+        any::<bool>(),
+    )
+        .prop_flat_map(|(id, source, output, seq, dim, frames, with_labels)| {
             let n = dim as usize * frames.len();
             let labels = if with_labels {
                 frames
                     .iter()
-                    .map(|_| vec![Label { class: 950, name: "orange".into(), score: 0.9 }])
+                    .map(|_| {
+                        vec![Label {
+                            class: 950,
+                            name: "orange".into(),
+                            score: 0.9,
+                        }]
+                    })
                     .collect()
             } else {
                 Vec::new()
@@ -72,44 +95,54 @@ fn result() -> impl Strategy<Value = FrameResult> {
                 labels: labels.clone(),
                 compute_ms: 7,
             })
-        },
-    )
+        })
 }
 
 fn message() -> impl Strategy<Value = Message> {
     prop_oneof![
-        (any::<u128>(), source(), object(), sampling()).prop_map(|(id, source, output, sampling)| {
-            Message::VideoTask(VideoTask {
-                video_id: Uuid::from_u128(id),
-                source,
-                task: "embed.effnet-lite0".into(),
-                sampling,
-                output,
-            })
-        }),
+        (any::<u128>(), source(), object(), sampling()).prop_map(
+            |(id, source, output, sampling)| {
+                Message::VideoTask(VideoTask {
+                    video_id: Uuid::from_u128(id),
+                    source,
+                    task: "embed.effnet-lite0".into(),
+                    sampling,
+                    output,
+                })
+            }
+        ),
         job().prop_map(Message::FrameJob),
         result().prop_map(Message::FrameResult),
-        (any::<u128>(), source(), object(), any::<u32>(), any::<u64>()).prop_map(
-            |(id, source, output, jobs, frames)| Message::VideoDone(VideoDone {
-                video_id: Uuid::from_u128(id),
-                task: "embed.effnet-lite0".into(),
-                source,
-                output,
-                jobs,
-                frames,
-                decoded: frames,
-                decode_ms: 12,
-            })
+        (
+            any::<u128>(),
+            source(),
+            object(),
+            any::<u32>(),
+            any::<u64>()
+        )
+            .prop_map(
+                |(id, source, output, jobs, frames)| Message::VideoDone(VideoDone {
+                    video_id: Uuid::from_u128(id),
+                    task: "embed.effnet-lite0".into(),
+                    source,
+                    output,
+                    jobs,
+                    frames,
+                    decoded: frames,
+                    decode_ms: 12,
+                })
+            ),
+        (any::<u128>(), source(), object(), "\\PC{1,200}").prop_map(
+            |(id, source, output, reason)| {
+                Message::VideoFailed(VideoFailed {
+                    video_id: Uuid::from_u128(id),
+                    task: "embed.effnet-lite0".into(),
+                    source,
+                    output,
+                    reason,
+                })
+            }
         ),
-        (any::<u128>(), source(), object(), "\\PC{1,200}").prop_map(|(id, source, output, reason)| {
-            Message::VideoFailed(VideoFailed {
-                video_id: Uuid::from_u128(id),
-                task: "embed.effnet-lite0".into(),
-                source,
-                output,
-                reason,
-            })
-        }),
     ]
 }
 
@@ -145,12 +178,27 @@ fn sample_job() -> FrameJob {
     FrameJob {
         video_id: Uuid::nil(),
         task: "embed.effnet-lite0".into(),
-        source: ObjectRef { bucket: "b".into(), key: "v.mp4".into() },
-        output: ObjectRef { bucket: "b".into(), key: "out/".into() },
+        source: ObjectRef {
+            bucket: "b".into(),
+            key: "v.mp4".into(),
+        },
+        output: ObjectRef {
+            bucket: "b".into(),
+            key: "out/".into(),
+        },
         seq: 0,
         width: 4,
         height: 2,
-        frames: vec![Frame { index: 0, pts_s: 0.0 }, Frame { index: 1, pts_s: 0.04 }],
+        frames: vec![
+            Frame {
+                index: 0,
+                pts_s: 0.0,
+            },
+            Frame {
+                index: 1,
+                pts_s: 0.04,
+            },
+        ],
         pixels: vec![0; 4 * 2 * 3 * 2],
     }
 }
@@ -162,7 +210,11 @@ fn pixel_bytes_must_match_size_times_frames() {
     let err = encode(&Message::FrameJob(job)).expect_err("short pixel buffer");
     assert!(matches!(
         err,
-        schema::EncodeError::Invalid(ValidationError::PixelBytes { expected: 48, actual: 47, .. })
+        schema::EncodeError::Invalid(ValidationError::PixelBytes {
+            expected: 48,
+            actual: 47,
+            ..
+        })
     ));
 }
 
@@ -170,12 +222,17 @@ fn pixel_bytes_must_match_size_times_frames() {
 fn other_versions_are_reported_as_such_not_as_corruption() {
     let mut bytes = encode(&Message::FrameJob(sample_job())).expect("encodes");
     bytes[2..4].copy_from_slice(&(VERSION + 1).to_le_bytes());
-    assert!(matches!(decode(&bytes), Err(DecodeError::UnsupportedVersion { found }) if found == VERSION + 1));
+    assert!(
+        matches!(decode(&bytes), Err(DecodeError::UnsupportedVersion { found }) if found == VERSION + 1)
+    );
 }
 
 #[test]
 fn foreign_payloads_are_bad_magic() {
-    assert!(matches!(decode(b"{\"json\": true}"), Err(DecodeError::BadMagic)));
+    assert!(matches!(
+        decode(b"{\"json\": true}"),
+        Err(DecodeError::BadMagic)
+    ));
     assert!(matches!(decode(b"FF"), Err(DecodeError::TooShort(2))));
 }
 

@@ -17,7 +17,11 @@ pub trait Weighted {
 
 /// Runs until `input` closes, flushing the last partial batch. `output` has
 /// capacity 1: exactly one batch waits while the model runs the previous.
-pub async fn run<T: Weighted>(mut input: mpsc::Receiver<T>, output: mpsc::Sender<Vec<T>>, limits: Limits) {
+pub async fn run<T: Weighted>(
+    mut input: mpsc::Receiver<T>,
+    output: mpsc::Sender<Vec<T>>,
+    limits: Limits,
+) {
     let mut carry: Option<T> = None;
     loop {
         let first = match carry.take() {
@@ -78,7 +82,11 @@ mod tests {
         let start = Instant::now();
         let batch = brx.recv().await.expect("batch");
         assert_eq!(batch.iter().map(|i| i.0).collect::<Vec<_>>(), [3, 5]);
-        assert_eq!(start.elapsed(), Duration::ZERO, "a full batch must not wait");
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "a full batch must not wait"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -25,13 +25,18 @@ pub struct Intake {
 impl Intake {
     fn check(&self, delivery: &Delivery) -> Result<FrameJob, String> {
         match schema::decode(&delivery.data) {
-            Ok(Message::FrameJob(job)) if job.task != self.task => {
-                Err(format!("job for task {} arrived on the {} queue", job.task, self.task))
-            }
-            Ok(Message::FrameJob(job)) if (job.width as usize, job.height as usize) != self.size => Err(format!(
-                "frames are {}x{}, task {} needs {}x{}",
-                job.width, job.height, self.task, self.size.0, self.size.1
+            Ok(Message::FrameJob(job)) if job.task != self.task => Err(format!(
+                "job for task {} arrived on the {} queue",
+                job.task, self.task
             )),
+            Ok(Message::FrameJob(job))
+                if (job.width as usize, job.height as usize) != self.size =>
+            {
+                Err(format!(
+                    "frames are {}x{}, task {} needs {}x{}",
+                    job.width, job.height, self.task, self.size.0, self.size.1
+                ))
+            }
             Ok(Message::FrameJob(job)) => Ok(job),
             Ok(other) => Err(format!("expected a frame job, got a {}", other.kind())),
             Err(e) => Err(format!("{:#}", anyhow::Error::from(e))),
@@ -40,7 +45,12 @@ impl Intake {
 
     /// Runs until the consumer ends or `stop` fires, then returns so that
     /// the batches already taken can drain.
-    pub async fn run(self, mut consumer: Consumer, jobs: mpsc::Sender<Job>, stop: CancellationToken) -> anyhow::Result<()> {
+    pub async fn run(
+        self,
+        mut consumer: Consumer,
+        jobs: mpsc::Sender<Job>,
+        stop: CancellationToken,
+    ) -> anyhow::Result<()> {
         loop {
             let delivery = tokio::select! {
                 _ = stop.cancelled() => return Ok(()),

@@ -24,14 +24,22 @@ impl Reply {
         while let Some(batch) = finished.recv().await {
             match batch.outcome {
                 Ok(encoded) => {
-                    frames_done += self.publish(batch.jobs, &encoded, batch.compute_ms).await? as u64;
+                    frames_done +=
+                        self.publish(batch.jobs, &encoded, batch.compute_ms).await? as u64;
                     let secs = started.elapsed().as_secs_f64().max(1e-3);
-                    tracing::info!(frames = frames_done, fps = format!("{:.1}", frames_done as f64 / secs), "progress");
+                    tracing::info!(
+                        frames = frames_done,
+                        fps = format!("{:.1}", frames_done as f64 / secs),
+                        "progress"
+                    );
                 }
                 Err(e) => {
                     tracing::error!(error = %e, jobs = batch.jobs.len(), "model failed, requeueing jobs");
                     for j in batch.jobs {
-                        let requeue = BasicNackOptions { requeue: true, ..Default::default() };
+                        let requeue = BasicNackOptions {
+                            requeue: true,
+                            ..Default::default()
+                        };
                         if let Err(e) = j.delivery.acker.nack(requeue).await {
                             tracing::warn!(error = %e, "nack failed; the broker redelivers on reconnect");
                         }
@@ -42,7 +50,12 @@ impl Reply {
         Ok(())
     }
 
-    async fn publish(&self, jobs: Vec<crate::intake::Job>, encoded: &Encoded, compute_ms: u32) -> anyhow::Result<usize> {
+    async fn publish(
+        &self,
+        jobs: Vec<crate::intake::Job>,
+        encoded: &Encoded,
+        compute_ms: u32,
+    ) -> anyhow::Result<usize> {
         let dim = encoded.dim;
         let mut offset = 0;
         for j in jobs {

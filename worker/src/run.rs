@@ -8,10 +8,19 @@ use tokio_util::sync::CancellationToken;
 use fleet::{Publisher, Topology};
 
 use crate::{
-    batcher, cli::Cli, device, engine, intake::Intake, models::{self, EffnetEncoder, Encoder}, reply::Reply,
+    batcher,
+    cli::Cli,
+    device, engine,
+    intake::Intake,
+    models::{self, EffnetEncoder, Encoder},
+    reply::Reply,
 };
 
-fn load_encoder(task: &str, dir: &Path, device: &candle_core::Device) -> anyhow::Result<Box<dyn Encoder>> {
+fn load_encoder(
+    task: &str,
+    dir: &Path,
+    device: &candle_core::Device,
+) -> anyhow::Result<Box<dyn Encoder>> {
     match task {
         "embed.effnet-lite0" => Ok(Box::new(EffnetEncoder::load(dir, device)?)),
         other => bail!("task {other} has no model backend in this worker"),
@@ -35,7 +44,8 @@ async fn shutdown_signal(stop: CancellationToken) {
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let spec = schema::known_task(&cli.task).with_context(|| format!("unknown task {}", cli.task))?;
+    let spec =
+        schema::known_task(&cli.task).with_context(|| format!("unknown task {}", cli.task))?;
     let device = device::parse(&cli.device)?;
     let dir = match (&cli.model_dir, &cli.hub_repo) {
         (Some(dir), _) => models::files::local(dir)?,
@@ -51,7 +61,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let size = encoder.input_size();
     if size != (spec.width as usize, spec.height as usize) {
-        bail!("model in {} takes {size:?}, task {} ships {}x{}", dir.display(), cli.task, spec.width, spec.height);
+        bail!(
+            "model in {} takes {size:?}, task {} ships {}x{}",
+            dir.display(),
+            cli.task,
+            spec.width,
+            spec.height
+        );
     }
     let model = encoder.name().to_owned();
     tracing::info!(task = %cli.task, model, device = %cli.device, dir = %dir.display(), "model loaded");
@@ -61,16 +77,30 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let topology = Topology::new(&cli.broker.namespace);
     let results = Publisher::open(&connection, &topology.jobs_exchange()).await?;
     topology.declare_core(results.channel()).await?;
-    topology.declare_frames(results.channel(), &cli.task).await?;
+    topology
+        .declare_frames(results.channel(), &cli.task)
+        .await?;
     let dead = Publisher::open(&connection, &topology.dead_exchange()).await?;
 
     let queue = topology.frames_queue(&cli.task);
     let channel = connection.create_channel().await?;
-    channel.basic_qos(cli.prefetch, BasicQosOptions::default()).await?;
-    let consumer = channel
-        .basic_consume(queue.as_str().into(), name.as_str().into(), BasicConsumeOptions::default(), Default::default())
+    channel
+        .basic_qos(cli.prefetch, BasicQosOptions::default())
         .await?;
-    tracing::info!(queue, prefetch = cli.prefetch, max_batch = cli.max_batch, "consuming");
+    let consumer = channel
+        .basic_consume(
+            queue.as_str().into(),
+            name.as_str().into(),
+            BasicConsumeOptions::default(),
+            Default::default(),
+        )
+        .await?;
+    tracing::info!(
+        queue,
+        prefetch = cli.prefetch,
+        max_batch = cli.max_batch,
+        "consuming"
+    );
 
     let stop = CancellationToken::new();
     tokio::spawn(shutdown_signal(stop.clone()));
@@ -94,10 +124,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     // Stop deliveries; what was already taken drains through the pipeline
     // and is acked on this same channel before it closes. Anything still
     // unacked after that is requeued by the broker.
-    channel.basic_cancel(name.as_str().into(), Default::default()).await.ok();
+    channel
+        .basic_cancel(name.as_str().into(), Default::default())
+        .await
+        .ok();
     batching.await?;
     let reply_result = replying.await?;
-    engine.join().map_err(|_| anyhow::anyhow!("engine thread panicked"))?;
+    engine
+        .join()
+        .map_err(|_| anyhow::anyhow!("engine thread panicked"))?;
     channel.close(200, "worker stopped".into()).await.ok();
     connection.close(200, "worker stopped".into()).await.ok();
     intake_result.and(reply_result)

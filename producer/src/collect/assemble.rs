@@ -21,14 +21,22 @@ struct FrameLine<'a> {
     labels: &'a [schema::Label],
 }
 
-fn decode_stored<T>(bytes: &[u8], what: &str, pick: impl FnOnce(Message) -> Option<T>) -> anyhow::Result<T> {
+fn decode_stored<T>(
+    bytes: &[u8],
+    what: &str,
+    pick: impl FnOnce(Message) -> Option<T>,
+) -> anyhow::Result<T> {
     let message = schema::decode(bytes).with_context(|| format!("stored {what} is unreadable"))?;
     pick(message).with_context(|| format!("stored {what} holds another message kind"))
 }
 
 /// Assembles the video if its `VideoDone` and every part are stored.
 /// Returns whether it did.
-pub async fn try_finalize(client: &Client, output: &ObjectRef, video_id: Uuid) -> anyhow::Result<bool> {
+pub async fn try_finalize(
+    client: &Client,
+    output: &ObjectRef,
+    video_id: Uuid,
+) -> anyhow::Result<bool> {
     let Some(done) = s3::get(client, &output.bucket, &done_key(output, video_id)).await? else {
         return Ok(false);
     };
@@ -51,11 +59,19 @@ pub async fn try_finalize(client: &Client, output: &ObjectRef, video_id: Uuid) -
 }
 
 async fn assemble(client: &Client, done: &VideoDone) -> anyhow::Result<()> {
-    ensure!(done.jobs > 0, "video done marker for {} counts no jobs", done.source);
+    ensure!(
+        done.jobs > 0,
+        "video done marker for {} counts no jobs",
+        done.source
+    );
     let output = &done.output;
-    let layout = Layout { output, source_key: &done.source.key };
+    let layout = Layout {
+        output,
+        source_key: &done.source.key,
+    };
     let (npy_key, frames_key) = (layout.embeddings(), layout.frames());
-    let mut embeddings = ObjectWriter::new(client, &output.bucket, &npy_key, "application/octet-stream");
+    let mut embeddings =
+        ObjectWriter::new(client, &output.bucket, &npy_key, "application/octet-stream");
     let mut frames = ObjectWriter::new(client, &output.bucket, &frames_key, "application/json");
     frames.write(b"[").await?;
     let mut dim = None;
@@ -75,7 +91,9 @@ async fn assemble(client: &Client, done: &VideoDone) -> anyhow::Result<()> {
         match dim {
             None => {
                 dim = Some(part.dim);
-                embeddings.write(&npy::f32_matrix_header(done.frames, u64::from(part.dim))).await?;
+                embeddings
+                    .write(&npy::f32_matrix_header(done.frames, u64::from(part.dim)))
+                    .await?;
             }
             Some(d) if d != part.dim => bail!("part {seq} has dim {}, earlier parts {d}", part.dim),
             Some(_) => {}
@@ -99,7 +117,12 @@ async fn assemble(client: &Client, done: &VideoDone) -> anyhow::Result<()> {
         compute_ms += u64::from(part.compute_ms);
         model = Some(part.model);
     }
-    ensure!(written == done.frames, "{} frames in parts, producer sampled {}", written, done.frames);
+    ensure!(
+        written == done.frames,
+        "{} frames in parts, producer sampled {}",
+        written,
+        done.frames
+    );
     frames.write(b"\n]\n").await?;
     embeddings.finish().await?;
     frames.finish().await?;
@@ -113,11 +136,24 @@ async fn assemble(client: &Client, done: &VideoDone) -> anyhow::Result<()> {
         decoded: done.decoded,
         jobs: done.jobs,
         error: None,
-        timings: Timings { decode_ms: done.decode_ms, compute_ms },
-        outputs: vec![format!("s3://{}/{npy_key}", output.bucket), format!("s3://{}/{frames_key}", output.bucket)],
+        timings: Timings {
+            decode_ms: done.decode_ms,
+            compute_ms,
+        },
+        outputs: vec![
+            format!("s3://{}/{npy_key}", output.bucket),
+            format!("s3://{}/{frames_key}", output.bucket),
+        ],
         finished_at_unix_ms: now_unix_ms(),
     };
-    s3::put(client, &output.bucket, &layout.status(), serde_json::to_vec_pretty(&status)?, "application/json").await?;
+    s3::put(
+        client,
+        &output.bucket,
+        &layout.status(),
+        serde_json::to_vec_pretty(&status)?,
+        "application/json",
+    )
+    .await?;
     tracing::info!(video = %done.source, frames = done.frames, "outputs written");
     Ok(())
 }

@@ -46,12 +46,21 @@ mod tests {
 
     #[test]
     fn outputs_mirror_the_source_key() {
-        let output = ObjectRef { bucket: "b".into(), key: "out/".into() };
-        let l = Layout { output: &output, source_key: "videos/a.mp4" };
+        let output = ObjectRef {
+            bucket: "b".into(),
+            key: "out/".into(),
+        };
+        let l = Layout {
+            output: &output,
+            source_key: "videos/a.mp4",
+        };
         assert_eq!(l.embeddings(), "out/embeddings/videos/a.mp4.npy");
         assert_eq!(l.frames(), "out/embeddings/videos/a.mp4.frames.json");
         assert_eq!(l.status(), "out/status/videos/a.mp4.json");
         // Zero-padded so that listing order is seq order.
-        assert_eq!(part_key(&output, Uuid::nil(), 7), format!("out/.framefleet/parts/{}/0000000007.bin", Uuid::nil()));
+        assert_eq!(
+            part_key(&output, Uuid::nil(), 7),
+            format!("out/.framefleet/parts/{}/0000000007.bin", Uuid::nil())
+        );
     }
 }

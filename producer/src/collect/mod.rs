@@ -37,11 +37,18 @@ pub struct Collector {
 
 impl Collector {
     pub async fn run(self, channel: Channel, stop: CancellationToken) -> anyhow::Result<()> {
-        channel.basic_qos(self.prefetch, BasicQosOptions::default()).await?;
+        channel
+            .basic_qos(self.prefetch, BasicQosOptions::default())
+            .await?;
         let queue = self.topology.results_queue();
         let tag = format!("collector pid {}", std::process::id());
         let mut consumer = channel
-            .basic_consume(queue.as_str().into(), tag.as_str().into(), BasicConsumeOptions::default(), Default::default())
+            .basic_consume(
+                queue.as_str().into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                Default::default(),
+            )
             .await?;
         tracing::info!(queue, "collecting results");
         loop {
@@ -59,7 +66,10 @@ impl Collector {
             };
             self.handle(delivery, &queue).await?;
         }
-        channel.basic_cancel(tag.as_str().into(), Default::default()).await.ok();
+        channel
+            .basic_cancel(tag.as_str().into(), Default::default())
+            .await
+            .ok();
         Ok(())
     }
 
@@ -68,18 +78,32 @@ impl Collector {
             Ok(m) => m,
             Err(e) => {
                 let reason = format!("{:#}", anyhow::Error::from(e));
-                tracing::warn!(queue, tag = delivery.delivery_tag, reason, "malformed result dead-lettered");
+                tracing::warn!(
+                    queue,
+                    tag = delivery.delivery_tag,
+                    reason,
+                    "malformed result dead-lettered"
+                );
                 fleet::dead_letter(&self.dead, &delivery, queue, &reason).await?;
                 return Ok(());
             }
         };
         match self.store(&message, &delivery.data).await {
-            Ok(()) => delivery.acker.ack(BasicAckOptions::default()).await?,
+            Ok(()) => {
+                delivery.acker.ack(BasicAckOptions::default()).await?;
+            }
             Err(e) => {
                 // The store is unreachable or refused a write: retry later;
                 // the queue's delivery limit bounds how often.
-                tracing::error!(kind = message.kind(), error = format!("{e:#}"), "result not stored, requeued");
-                let requeue = BasicNackOptions { requeue: true, ..Default::default() };
+                tracing::error!(
+                    kind = message.kind(),
+                    error = format!("{e:#}"),
+                    "result not stored, requeued"
+                );
+                let requeue = BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                };
                 delivery.acker.nack(requeue).await?;
             }
         }
@@ -88,8 +112,26 @@ impl Collector {
 
     async fn store(&self, message: &Message, raw: &[u8]) -> anyhow::Result<()> {
         match message {
-            Message::FrameResult(r) => self.store_part(r.video_id, &r.output, &r.source, &part_key(&r.output, r.video_id, r.seq), raw).await,
-            Message::VideoDone(d) => self.store_part(d.video_id, &d.output, &d.source, &done_key(&d.output, d.video_id), raw).await,
+            Message::FrameResult(r) => {
+                self.store_part(
+                    r.video_id,
+                    &r.output,
+                    &r.source,
+                    &part_key(&r.output, r.video_id, r.seq),
+                    raw,
+                )
+                .await
+            }
+            Message::VideoDone(d) => {
+                self.store_part(
+                    d.video_id,
+                    &d.output,
+                    &d.source,
+                    &done_key(&d.output, d.video_id),
+                    raw,
+                )
+                .await
+            }
             Message::VideoFailed(f) => self.fail(f).await,
             other => anyhow::bail!("a {} does not belong on the results queue", other.kind()),
         }
@@ -97,27 +139,53 @@ impl Collector {
 
     /// Whether this submission of the video already has its final status,
     /// in which case a late or redelivered message changes nothing.
-    async fn finished(&self, output: &ObjectRef, source: &ObjectRef, video_id: Uuid) -> anyhow::Result<bool> {
-        let key = Layout { output, source_key: &source.key }.status();
+    async fn finished(
+        &self,
+        output: &ObjectRef,
+        source: &ObjectRef,
+        video_id: Uuid,
+    ) -> anyhow::Result<bool> {
+        let key = Layout {
+            output,
+            source_key: &source.key,
+        }
+        .status();
         let Some(bytes) = s3::get(&self.s3, &output.bucket, &key).await? else {
             return Ok(false);
         };
         Ok(serde_json::from_slice::<Status>(&bytes).is_ok_and(|s| s.video_id == video_id))
     }
 
-    async fn store_part(&self, video_id: Uuid, output: &ObjectRef, source: &ObjectRef, key: &str, raw: &[u8]) -> anyhow::Result<()> {
+    async fn store_part(
+        &self,
+        video_id: Uuid,
+        output: &ObjectRef,
+        source: &ObjectRef,
+        key: &str,
+        raw: &[u8],
+    ) -> anyhow::Result<()> {
         if self.finished(output, source, video_id).await? {
             tracing::debug!(video = %source, key, "video already final, message dropped");
             return Ok(());
         }
-        s3::put(&self.s3, &output.bucket, key, raw.to_vec(), "application/x-framefleet").await?;
+        s3::put(
+            &self.s3,
+            &output.bucket,
+            key,
+            raw.to_vec(),
+            "application/x-framefleet",
+        )
+        .await?;
         assemble::try_finalize(&self.s3, output, video_id).await?;
         Ok(())
     }
 
     async fn fail(&self, failed: &VideoFailed) -> anyhow::Result<()> {
         let output = &failed.output;
-        let layout = Layout { output, source_key: &failed.source.key };
+        let layout = Layout {
+            output,
+            source_key: &failed.source.key,
+        };
         let status = Status {
             state: State::Failed,
             video_id: failed.video_id,
@@ -132,8 +200,21 @@ impl Collector {
             outputs: Vec::new(),
             finished_at_unix_ms: now_unix_ms(),
         };
-        s3::put(&self.s3, &output.bucket, &layout.status(), serde_json::to_vec_pretty(&status)?, "application/json").await?;
-        for key in s3::list(&self.s3, &output.bucket, &parts_prefix(output, failed.video_id)).await? {
+        s3::put(
+            &self.s3,
+            &output.bucket,
+            &layout.status(),
+            serde_json::to_vec_pretty(&status)?,
+            "application/json",
+        )
+        .await?;
+        for key in s3::list(
+            &self.s3,
+            &output.bucket,
+            &parts_prefix(output, failed.video_id),
+        )
+        .await?
+        {
             s3::delete(&self.s3, &output.bucket, &key).await?;
         }
         tracing::warn!(video = %failed.source, reason = %failed.reason, "video marked failed");

@@ -13,7 +13,11 @@ pub struct Classifier {
 impl Classifier {
     pub fn new(vb: VarBuilder, dim: usize, names: Vec<String>, top_k: usize) -> Result<Self> {
         let linear = candle_nn::linear(dim, names.len(), vb)?;
-        Ok(Self { linear, names, top_k })
+        Ok(Self {
+            linear,
+            names,
+            top_k,
+        })
     }
 
     /// `embeddings`: [B, dim] → top-k labels per row, best first.

@@ -39,11 +39,18 @@ impl CustomOp2 for Depthwise {
         "depthwise-same"
     }
 
-    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, ws: &CpuStorage, wl: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let (CpuStorage::F32(x), CpuStorage::F32(w)) = (xs, ws) else {
             bail!("depthwise-same supports f32 only");
         };
-        let (Some((x0, x1)), Some((w0, w1))) = (xl.contiguous_offsets(), wl.contiguous_offsets()) else {
+        let (Some((x0, x1)), Some((w0, w1))) = (xl.contiguous_offsets(), wl.contiguous_offsets())
+        else {
             bail!("depthwise-same needs contiguous inputs");
         };
         let (x, w) = (&x[x0..x1], &w[w0..w1]);
@@ -51,40 +58,49 @@ impl CustomOp2 for Depthwise {
             bail!("depthwise-same input must be 4-D, got {:?}", xl.dims());
         };
         let &[wc, 1, k, k2] = wl.dims() else {
-            bail!("depthwise-same kernel must be [C, 1, K, K], got {:?}", wl.dims());
+            bail!(
+                "depthwise-same kernel must be [C, 1, K, K], got {:?}",
+                wl.dims()
+            );
         };
         if wc != c || k != k2 {
-            bail!("depthwise-same kernel {:?} does not fit input {:?}", wl.dims(), xl.dims());
+            bail!(
+                "depthwise-same kernel {:?} does not fit input {:?}",
+                wl.dims(),
+                xl.dims()
+            );
         }
         let s = self.stride;
         let (oh, ow) = (h.div_ceil(s), wd.div_ceil(s));
         let (top, _) = same_padding(h, k, s);
         let (left, _) = same_padding(wd, k, s);
         let mut out = vec![0f32; b * c * oh * ow];
-        out.par_chunks_mut(oh * ow).enumerate().for_each(|(plane, dst)| {
-            let ch = plane % c;
-            let src = &x[plane * h * wd..(plane + 1) * h * wd];
-            let kern = &w[ch * k * k..(ch + 1) * k * k];
-            for oy in 0..oh {
-                let row = &mut dst[oy * ow..(oy + 1) * ow];
-                for ky in 0..k {
-                    let iy = (oy * s + ky) as isize - top as isize;
-                    if iy < 0 || iy >= h as isize {
-                        continue;
-                    }
-                    let line = &src[iy as usize * wd..(iy as usize + 1) * wd];
-                    for kx in 0..k {
-                        let wv = kern[ky * k + kx];
-                        for (ox, o) in row.iter_mut().enumerate() {
-                            let ix = (ox * s + kx) as isize - left as isize;
-                            if ix >= 0 && (ix as usize) < wd {
-                                *o += wv * line[ix as usize];
+        out.par_chunks_mut(oh * ow)
+            .enumerate()
+            .for_each(|(plane, dst)| {
+                let ch = plane % c;
+                let src = &x[plane * h * wd..(plane + 1) * h * wd];
+                let kern = &w[ch * k * k..(ch + 1) * k * k];
+                for oy in 0..oh {
+                    let row = &mut dst[oy * ow..(oy + 1) * ow];
+                    for ky in 0..k {
+                        let iy = (oy * s + ky) as isize - top as isize;
+                        if iy < 0 || iy >= h as isize {
+                            continue;
+                        }
+                        let line = &src[iy as usize * wd..(iy as usize + 1) * wd];
+                        for kx in 0..k {
+                            let wv = kern[ky * k + kx];
+                            for (ox, o) in row.iter_mut().enumerate() {
+                                let ix = (ox * s + kx) as isize - left as isize;
+                                if ix >= 0 && (ix as usize) < wd {
+                                    *o += wv * line[ix as usize];
+                                }
                             }
                         }
                     }
                 }
-            }
-        });
+            });
         Ok((CpuStorage::F32(out), Shape::from((b, c, oh, ow))))
     }
 }
@@ -100,7 +116,9 @@ mod tests {
         let k = w.dim(3)?;
         let (t, b) = same_padding(h, k, stride);
         let (l, r) = same_padding(wd, k, stride);
-        x.pad_with_zeros(2, t, b)?.pad_with_zeros(3, l, r)?.conv2d(w, 0, stride, 1, c)
+        x.pad_with_zeros(2, t, b)?
+            .pad_with_zeros(3, l, r)?
+            .conv2d(w, 0, stride, 1, c)
     }
 
     #[test]

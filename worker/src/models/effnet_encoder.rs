@@ -33,14 +33,20 @@ impl EffnetEncoder {
             )));
         }
         let weights = dir.join("model.safetensors");
-        let tensors = candle_core::safetensors::load(&weights, device).map_err(|source| ModelError::Weights {
-            path: weights.clone(),
-            source,
+        let tensors = candle_core::safetensors::load(&weights, device).map_err(|source| {
+            ModelError::Weights {
+                path: weights.clone(),
+                source,
+            }
         })?;
         let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
-        let load = |source| ModelError::Weights { path: weights.clone(), source };
+        let load = |source| ModelError::Weights {
+            path: weights.clone(),
+            source,
+        };
         let model = EfficientNetLite::new(&cfg, vb.clone()).map_err(load)?;
-        let classifier = Classifier::new(vb.pp("_fc"), cfg.head_channels, labels, TOP_K).map_err(load)?;
+        let classifier =
+            Classifier::new(vb.pp("_fc"), cfg.head_channels, labels, TOP_K).map_err(load)?;
         Ok(Self {
             name: cfg.architecture.clone(),
             model,
@@ -62,8 +68,12 @@ impl Encoder for EffnetEncoder {
     }
 
     fn encode(&self, images: Images<'_>) -> candle_core::Result<Encoded> {
-        let input = Tensor::from_slice(images.pixels, (images.count, images.height, images.width, 3), &Device::Cpu)?
-            .to_device(&self.device)?;
+        let input = Tensor::from_slice(
+            images.pixels,
+            (images.count, images.height, images.width, 3),
+            &Device::Cpu,
+        )?
+        .to_device(&self.device)?;
         let embeddings = self.model.embed(&input)?;
         let labels = self.classifier.top_k(&embeddings)?;
         Ok(Encoded {

@@ -46,12 +46,23 @@ struct ConvBn {
 enum ConvKind {
     /// 1×1: a matmul over channels.
     Pointwise,
-    Dense { kernel: usize, stride: usize },
-    Depthwise { stride: usize },
+    Dense {
+        kernel: usize,
+        stride: usize,
+    },
+    Depthwise {
+        stride: usize,
+    },
 }
 
 impl ConvBn {
-    fn new(conv: VarBuilder, bn: VarBuilder, shape: (usize, usize, usize, usize), kind: ConvKind, eps: f64) -> Result<Self> {
+    fn new(
+        conv: VarBuilder,
+        bn: VarBuilder,
+        shape: (usize, usize, usize, usize),
+        kind: ConvKind,
+        eps: f64,
+    ) -> Result<Self> {
         let out = shape.0;
         let weight = conv.get(shape, "weight")?;
         let gamma = bn.get(out, "weight")?;
@@ -103,16 +114,40 @@ struct Block {
 }
 
 impl Block {
-    fn new(vb: VarBuilder, stage: &Stage, in_channels: usize, stride: usize, eps: f64) -> Result<Self> {
+    fn new(
+        vb: VarBuilder,
+        stage: &Stage,
+        in_channels: usize,
+        stride: usize,
+        eps: f64,
+    ) -> Result<Self> {
         let mid = in_channels * stage.expand;
         let expand = if stage.expand == 1 {
             None
         } else {
-            Some(ConvBn::new(vb.pp("_expand_conv"), vb.pp("_bn0"), (mid, in_channels, 1, 1), ConvKind::Pointwise, eps)?)
+            Some(ConvBn::new(
+                vb.pp("_expand_conv"),
+                vb.pp("_bn0"),
+                (mid, in_channels, 1, 1),
+                ConvKind::Pointwise,
+                eps,
+            )?)
         };
         let k = stage.kernel;
-        let depthwise = ConvBn::new(vb.pp("_depthwise_conv"), vb.pp("_bn1"), (mid, 1, k, k), ConvKind::Depthwise { stride }, eps)?;
-        let project = ConvBn::new(vb.pp("_project_conv"), vb.pp("_bn2"), (stage.out_channels, mid, 1, 1), ConvKind::Pointwise, eps)?;
+        let depthwise = ConvBn::new(
+            vb.pp("_depthwise_conv"),
+            vb.pp("_bn1"),
+            (mid, 1, k, k),
+            ConvKind::Depthwise { stride },
+            eps,
+        )?;
+        let project = ConvBn::new(
+            vb.pp("_project_conv"),
+            vb.pp("_bn2"),
+            (stage.out_channels, mid, 1, 1),
+            ConvKind::Pointwise,
+            eps,
+        )?;
         Ok(Self {
             expand,
             depthwise,
@@ -149,7 +184,10 @@ impl EfficientNetLite {
             vb.pp("_conv_stem"),
             vb.pp("_bn0"),
             (cfg.stem_channels, 3, 3, 3),
-            ConvKind::Dense { kernel: 3, stride: 2 },
+            ConvKind::Dense {
+                kernel: 3,
+                stride: 2,
+            },
             eps,
         )?;
         let mut blocks = Vec::new();
@@ -160,11 +198,26 @@ impl EfficientNetLite {
                 } else {
                     (stage.out_channels, 1)
                 };
-                blocks.push(Block::new(vb.pp(format!("_blocks.{}", blocks.len())), stage, input, stride, eps)?);
+                blocks.push(Block::new(
+                    vb.pp(format!("_blocks.{}", blocks.len())),
+                    stage,
+                    input,
+                    stride,
+                    eps,
+                )?);
             }
         }
-        let last = cfg.stages.last().map_or(cfg.stem_channels, |s| s.out_channels);
-        let head = ConvBn::new(vb.pp("_conv_head"), vb.pp("_bn1"), (cfg.head_channels, last, 1, 1), ConvKind::Pointwise, eps)?;
+        let last = cfg
+            .stages
+            .last()
+            .map_or(cfg.stem_channels, |s| s.out_channels);
+        let head = ConvBn::new(
+            vb.pp("_conv_head"),
+            vb.pp("_bn1"),
+            (cfg.head_channels, last, 1, 1),
+            ConvKind::Pointwise,
+            eps,
+        )?;
         Ok(Self {
             stem,
             blocks,
@@ -179,14 +232,19 @@ impl EfficientNetLite {
     pub fn embed(&self, images: &Tensor) -> Result<Tensor> {
         let x = images
             .to_dtype(DType::F32)?
-            .affine(1.0 / f64::from(self.std), -f64::from(self.mean) / f64::from(self.std))?
+            .affine(
+                1.0 / f64::from(self.std),
+                -f64::from(self.mean) / f64::from(self.std),
+            )?
             .permute((0, 3, 1, 2))?
             .contiguous()?;
         let mut x = relu6(&self.stem.forward(&x)?)?;
         for block in &self.blocks {
             x = block.forward(&x)?;
         }
-        relu6(&self.head.forward(&x)?)?.flatten_from(2)?.mean(D::Minus1)
+        relu6(&self.head.forward(&x)?)?
+            .flatten_from(2)?
+            .mean(D::Minus1)
     }
 }
 

@@ -2,8 +2,8 @@
 
 mod classifier;
 pub mod depthwise;
-pub mod effnet_lite;
 mod effnet_encoder;
+pub mod effnet_lite;
 pub mod files;
 
 pub use classifier::Classifier;
