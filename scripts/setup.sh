@@ -19,7 +19,7 @@ sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 # ImageNet class names, RabbitMQ as the broker.
 packages=(pkg-config clang libclang-dev libavformat-dev libavcodec-dev libavutil-dev
   libswscale-dev libswresample-dev libavfilter-dev libavdevice-dev ffmpeg opencv-doc
-  rabbitmq-server python3-venv curl)
+  rabbitmq-server python3-venv curl bc)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -142,8 +142,8 @@ impl Topology {
         .await
     }
 
-    /// Removes the given task queues and the core topology; for tests and
-    /// `ops` teardown.
+    /// Removes the given task queues and the core topology, so that a test
+    /// leaves nothing behind on a shared broker.
     pub async fn delete(&self, channel: &Channel, tasks: &[&str]) -> Result<(), BrokerError> {
         let mut queues = vec![self.videos_queue(), self.results_queue(), self.dead_queue()];
         queues.extend(tasks.iter().map(|t| self.frames_queue(t)));

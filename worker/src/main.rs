@@ -1,19 +1,9 @@
-//! `worker`: one process per device. Consumes a task's frame jobs, runs the
-//! model on dynamically assembled batches, publishes one result per job and
-//! acks the job only after that result is confirmed.
-
-mod batcher;
-mod cli;
-mod device;
-mod engine;
-mod intake;
-mod models;
-mod reply;
-mod run;
+//! `worker`: one process per device. See the library for the pipeline.
 
 use std::process::ExitCode;
 
 use clap::Parser;
+use worker::{cli, run};
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();

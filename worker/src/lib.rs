@@ -1,0 +1,12 @@
+//! One worker process per device: consumes a task's frame jobs, runs the
+//! model on dynamically assembled batches, publishes one result per job and
+//! acks the job only after that result is confirmed.
+
+mod batcher;
+pub mod cli;
+pub mod device;
+mod engine;
+mod intake;
+pub mod models;
+mod reply;
+pub mod run;
