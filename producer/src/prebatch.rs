@@ -32,10 +32,6 @@ impl Prebatcher {
         }
     }
 
-    pub fn max_frames(&self) -> usize {
-        self.max_frames
-    }
-
     /// Adds a frame; returns a full batch when this frame completes one.
     pub fn push(&mut self, frame: Frame, pixels: &[u8]) -> Option<Batch> {
         self.current.frames.push(frame);
@@ -71,7 +67,6 @@ mod tests {
     fn bytes_bound_the_batch_before_the_frame_count_does() {
         // 100-byte frames, 350-byte budget: 3 frames per job even though 32 are allowed.
         let mut p = Prebatcher::new(32, 350, 100);
-        assert_eq!(p.max_frames(), 3);
         let full: Vec<_> = (0..7).filter_map(|i| p.push(frame(i), &[0; 100])).collect();
         assert_eq!(full.len(), 2);
         assert!(

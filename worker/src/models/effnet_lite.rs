@@ -10,7 +10,10 @@ use candle_core::{D, DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::Deserialize;
 
-use super::depthwise::{depthwise_same, same_padding};
+use super::{
+    bias_act::bias_act,
+    depthwise::{depthwise_same, same_padding},
+};
 
 #[derive(Clone, Debug, Deserialize)]
 pub struct Stage {
@@ -79,7 +82,8 @@ impl ConvBn {
         Ok(Self { weight, bias, kind })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    /// The convolution, its folded bias, and ReLU6 if `relu6`.
+    fn forward(&self, x: &Tensor, relu6: bool) -> Result<Tensor> {
         let (b, _, h, w) = x.dims4()?;
         let y = match self.kind {
             ConvKind::Pointwise => {
@@ -97,12 +101,8 @@ impl ConvBn {
             }
             ConvKind::Depthwise { stride } => depthwise_same(x, &self.weight, stride)?,
         };
-        y.broadcast_add(&self.bias.reshape((1, (), 1, 1))?)
+        bias_act(&y, &self.bias, relu6)
     }
-}
-
-fn relu6(x: &Tensor) -> Result<Tensor> {
-    x.clamp(0f32, 6f32)
 }
 
 /// Inverted residual block (MBConv) without squeeze-excitation.
@@ -158,11 +158,11 @@ impl Block {
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let h = match &self.expand {
-            Some(e) => relu6(&e.forward(x)?)?,
+            Some(e) => e.forward(x, true)?,
             None => x.clone(),
         };
-        let h = relu6(&self.depthwise.forward(&h)?)?;
-        let h = self.project.forward(&h)?;
+        let h = self.depthwise.forward(&h, true)?;
+        let h = self.project.forward(&h, false)?;
         if self.residual { h + x } else { Ok(h) }
     }
 }
@@ -238,11 +238,12 @@ impl EfficientNetLite {
             )?
             .permute((0, 3, 1, 2))?
             .contiguous()?;
-        let mut x = relu6(&self.stem.forward(&x)?)?;
+        let mut x = self.stem.forward(&x, true)?;
         for block in &self.blocks {
             x = block.forward(&x)?;
         }
-        relu6(&self.head.forward(&x)?)?
+        self.head
+            .forward(&x, true)?
             .flatten_from(2)?
             .mean(D::Minus1)
     }

@@ -1,5 +1,6 @@
 //! Model backends. The worker's engine sees only the `Encoder` trait.
 
+mod bias_act;
 mod classifier;
 pub mod depthwise;
 mod effnet_encoder;
