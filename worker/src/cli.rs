@@ -36,8 +36,10 @@ pub struct Cli {
     #[arg(long, env = "FF_PREFETCH", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
     pub prefetch: u16,
 
-    /// Frames per model batch; jobs are packed together up to this.
-    #[arg(long, env = "FF_MAX_BATCH", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
+    /// Frames per model batch: ready jobs are packed together up to this,
+    /// and a larger job runs in pieces of this size. On CPU small batches
+    /// are fastest (BENCHMARKS.md); GPUs want 64 or more.
+    #[arg(long, env = "FF_MAX_BATCH", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_batch: u32,
 
     /// How long a partial batch waits for more jobs before it runs.

@@ -25,9 +25,41 @@ pub struct Finished {
     pub compute_ms: u32,
 }
 
+/// Runs the model over `count` packed images at most `max_frames` at a
+/// time: a job larger than the model batch (the producer's job size is a
+/// transport choice) must not blow up activation memory.
+fn encode_in_chunks(
+    encoder: &dyn Encoder,
+    pixels: &[u8],
+    count: usize,
+    (width, height): (usize, usize),
+    max_frames: usize,
+) -> candle_core::Result<Encoded> {
+    let frame_bytes = width * height * 3;
+    let mut all = Encoded {
+        dim: 0,
+        embeddings: Vec::new(),
+        labels: Vec::new(),
+    };
+    for chunk in pixels.chunks(max_frames * frame_bytes) {
+        let part = encoder.encode(Images {
+            pixels: chunk,
+            count: chunk.len() / frame_bytes,
+            width,
+            height,
+        })?;
+        all.dim = part.dim;
+        all.embeddings.extend(part.embeddings);
+        all.labels.extend(part.labels);
+    }
+    debug_assert_eq!(all.embeddings.len(), count * all.dim);
+    Ok(all)
+}
+
 /// Spawns the engine thread; it ends when `batches` closes.
 pub fn spawn(
     encoder: Box<dyn Encoder>,
+    max_frames: usize,
     mut batches: mpsc::Receiver<Vec<Job>>,
     finished: mpsc::Sender<Finished>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
@@ -43,12 +75,13 @@ pub fn spawn(
                     pixels.extend_from_slice(&j.job.pixels);
                 }
                 let count = jobs.iter().map(Weighted::frames).sum();
-                let outcome = encoder.encode(Images {
-                    pixels: &pixels,
+                let outcome = encode_in_chunks(
+                    encoder.as_ref(),
+                    &pixels,
                     count,
-                    width,
-                    height,
-                });
+                    (width, height),
+                    max_frames,
+                );
                 let compute_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
                 tracing::debug!(jobs = jobs.len(), frames = count, compute_ms, "batch done");
                 if finished

@@ -111,7 +111,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         max_frames: cli.max_batch as usize,
         max_wait: Duration::from_millis(cli.max_wait_ms),
     };
-    let engine = engine::spawn(encoder, batch_rx, done_tx)?;
+    let engine = engine::spawn(encoder, cli.max_batch as usize, batch_rx, done_tx)?;
     let batching = tokio::spawn(batcher::run(job_rx, batch_tx, limits));
     let replying = tokio::spawn(Reply { results, model }.run(done_rx));
     let intake = Intake {
