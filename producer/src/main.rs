@@ -1,14 +1,6 @@
 //! `producer`: bucket → frame jobs (`run`), results → bucket (`collect`),
 //! and `submit` to enqueue videos by hand.
 
-mod collect;
-mod decode;
-mod prebatch;
-mod produce;
-mod s3;
-mod sampler;
-mod submit;
-
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -16,6 +8,7 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use fleet::{Publisher, Topology};
+use producer::{collect, decode, produce, s3, submit};
 
 /// Framefleet producer and collector.
 ///

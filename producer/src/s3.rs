@@ -160,57 +160,64 @@ impl<'a> ObjectWriter<'a> {
     pub async fn write(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
         self.buffer.extend_from_slice(bytes);
         if self.buffer.len() >= PART_BYTES {
-            self.flush_part().await?;
+            let (id, mut parts) = match self.upload.take() {
+                Some(upload) => upload,
+                None => (self.create().await?, Vec::new()),
+            };
+            let body = std::mem::take(&mut self.buffer);
+            parts.push(self.upload_part(&id, parts.len() + 1, body).await?);
+            self.upload = Some((id, parts));
         }
         Ok(())
     }
 
-    async fn flush_part(&mut self) -> anyhow::Result<()> {
-        let ctx = || format!("multipart upload to s3://{}/{}", self.bucket, self.key);
-        if self.upload.is_none() {
-            let created = self
-                .client
-                .create_multipart_upload()
-                .bucket(&self.bucket)
-                .key(&self.key)
-                .content_type(self.content_type)
-                .send()
-                .await
-                .with_context(ctx)?;
-            let id = created
-                .upload_id()
-                .context("store returned no upload id")?
-                .to_owned();
-            self.upload = Some((id, Vec::new()));
-        }
-        let Some((id, parts)) = self.upload.as_mut() else {
-            unreachable!("upload created above");
-        };
-        let number = parts.len() as i32 + 1;
-        let body = std::mem::take(&mut self.buffer);
+    fn context(&self) -> String {
+        format!("multipart upload to s3://{}/{}", self.bucket, self.key)
+    }
+
+    async fn create(&self) -> anyhow::Result<String> {
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .content_type(self.content_type)
+            .send()
+            .await
+            .with_context(|| self.context())?;
+        Ok(created
+            .upload_id()
+            .context("store returned no upload id")?
+            .to_owned())
+    }
+
+    async fn upload_part(
+        &self,
+        id: &str,
+        number: usize,
+        body: Vec<u8>,
+    ) -> anyhow::Result<CompletedPart> {
+        let number = i32::try_from(number).context("too many parts")?;
         let uploaded = self
             .client
             .upload_part()
             .bucket(&self.bucket)
             .key(&self.key)
-            .upload_id(id.as_str())
+            .upload_id(id)
             .part_number(number)
             .body(ByteStream::from(body))
             .send()
             .await
-            .with_context(ctx)?;
-        parts.push(
-            CompletedPart::builder()
-                .part_number(number)
-                .set_e_tag(uploaded.e_tag().map(str::to_owned))
-                .build(),
-        );
-        Ok(())
+            .with_context(|| self.context())?;
+        Ok(CompletedPart::builder()
+            .part_number(number)
+            .set_e_tag(uploaded.e_tag().map(str::to_owned))
+            .build())
     }
 
     pub async fn finish(mut self) -> anyhow::Result<()> {
-        if self.upload.is_none() {
-            let body = std::mem::take(&mut self.buffer);
+        let body = std::mem::take(&mut self.buffer);
+        let Some((id, mut parts)) = self.upload.take() else {
             return put(
                 self.client,
                 &self.bucket,
@@ -219,13 +226,10 @@ impl<'a> ObjectWriter<'a> {
                 self.content_type,
             )
             .await;
-        }
-        if !self.buffer.is_empty() {
-            self.flush_part().await?;
-        }
-        let Some((id, parts)) = self.upload.take() else {
-            unreachable!("checked above");
         };
+        if !body.is_empty() {
+            parts.push(self.upload_part(&id, parts.len() + 1, body).await?);
+        }
         self.client
             .complete_multipart_upload()
             .bucket(&self.bucket)
@@ -238,7 +242,7 @@ impl<'a> ObjectWriter<'a> {
             )
             .send()
             .await
-            .with_context(|| format!("completing upload to s3://{}/{}", self.bucket, self.key))?;
+            .with_context(|| self.context())?;
         Ok(())
     }
 }

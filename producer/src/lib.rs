@@ -1,0 +1,9 @@
+//! Producer (bucket → frame jobs), collector (results → bucket) and submit.
+
+pub mod collect;
+pub mod decode;
+mod prebatch;
+pub mod produce;
+pub mod s3;
+mod sampler;
+pub mod submit;

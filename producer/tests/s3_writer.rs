@@ -1,0 +1,47 @@
+//! The streaming object writer against a real S3 server (s3s-fs, started
+//! by scripts/test.sh): small objects are one PUT, large ones a multipart
+//! upload, and either way the bytes read back are the bytes written.
+
+use producer::s3::{self, ObjectWriter, S3Args};
+
+async fn roundtrip(size: usize) -> anyhow::Result<()> {
+    let endpoint = std::env::var("FF_S3_ENDPOINT")
+        .map_err(|_| anyhow::anyhow!("run through scripts/test.sh"))?;
+    let client = s3::client(&S3Args {
+        s3_endpoint: Some(endpoint),
+    })
+    .await;
+    let bucket = format!(
+        "writer-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
+    client.create_bucket().bucket(&bucket).send().await?;
+    let data: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+    let mut writer = ObjectWriter::new(&client, &bucket, "big.bin", "application/octet-stream");
+    // Uneven writes, as the collector makes them.
+    for chunk in data.chunks(1_000_003) {
+        writer.write(chunk).await?;
+    }
+    writer.finish().await?;
+    let read = s3::get(&client, &bucket, "big.bin")
+        .await?
+        .expect("object exists");
+    assert!(
+        read == data,
+        "{size} bytes: read back {} bytes that differ",
+        read.len()
+    );
+    s3::delete(&client, &bucket, "big.bin").await?;
+    client.delete_bucket().bucket(&bucket).send().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn small_objects_are_written_whole() -> anyhow::Result<()> {
+    roundtrip(3 * 1024 * 1024).await
+}
+
+#[tokio::test]
+async fn large_objects_go_through_multipart_upload() -> anyhow::Result<()> {
+    roundtrip(21 * 1024 * 1024 + 17).await
+}
