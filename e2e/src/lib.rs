@@ -85,6 +85,21 @@ impl Fleet {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// Runs a command with extra environment and returns its whole output,
+    /// whatever the exit status.
+    pub fn output(
+        &self,
+        bin: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<std::process::Output> {
+        Ok(self
+            .command(bin)?
+            .args(args)
+            .envs(env.iter().copied())
+            .output()?)
+    }
+
     /// Starts a long-running fleet process; its log goes to `<work>/<label>.log`.
     pub fn spawn(&mut self, label: &str, bin: &str, args: &[&str]) -> anyhow::Result<()> {
         let log = std::fs::File::create(self.work.join(format!("{label}.log")))?;

@@ -146,3 +146,34 @@ async fn malformed_jobs_are_dead_lettered_with_the_reason() -> anyhow::Result<()
     channel.close(200, "done".into()).await.ok();
     fleet.cleanup(&[TASK]).await
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_credential_is_reported_with_the_bucket_and_the_reason() -> anyhow::Result<()> {
+    let fleet = Fleet::new("creds").await?;
+    let url = format!("s3://{}/in/", fleet.bucket);
+    let out = fleet.output(
+        "producer",
+        &["submit", &url],
+        &[("AWS_SECRET_ACCESS_KEY", "not-the-secret")],
+    )?;
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a refused listing is a runtime error"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&url), "names the location: {stderr}");
+    assert!(
+        [
+            "SignatureDoesNotMatch",
+            "AccessDenied",
+            "InvalidAccessKeyId",
+            "403"
+        ]
+        .iter()
+        .any(|r| stderr.contains(r)),
+        "says why: {stderr}"
+    );
+    assert!(!stderr.contains("not-the-secret"), "never logs the secret");
+    fleet.cleanup(&[]).await
+}

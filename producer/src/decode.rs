@@ -50,6 +50,23 @@ pub enum DecodeError {
     Cancelled,
 }
 
+impl DecodeError {
+    /// Whether the failure lies outside the video (the store refused or
+    /// failed the read, or we are shutting down), so the task deserves a
+    /// retry instead of a `failed` status.
+    pub fn is_transient(&self) -> bool {
+        use ffmpeg::Error as E;
+        match self {
+            DecodeError::Open(e) | DecodeError::Read { source: e, .. } => matches!(
+                e,
+                E::HttpUnauthorized | E::HttpForbidden | E::HttpServerError | E::Exit
+            ),
+            DecodeError::Cancelled => true,
+            _ => false,
+        }
+    }
+}
+
 pub struct Settings {
     pub width: u32,
     pub height: u32,

@@ -252,9 +252,7 @@ impl Producer {
         }
         let summary = match decoding.await? {
             Ok(summary) => summary,
-            Err(decode::DecodeError::Cancelled) => {
-                anyhow::bail!("shutdown while decoding {}", task.source)
-            }
+            Err(e) if e.is_transient() => anyhow::bail!("reading {}: {e}", task.source),
             Err(e) => return Ok(Self::failed(task, format!("{}: {e}", task.source))),
         };
         anyhow::ensure!(
