@@ -193,10 +193,11 @@ impl Producer {
         let Some(spec) = schema::known_task(&task.task) else {
             return Ok(Self::failed(task, format!("unknown task {}", task.task)));
         };
-        if self.declared.insert(task.task.clone()) {
+        if !self.declared.contains(&task.task) {
             self.topology
                 .declare_frames(self.publisher.channel(), &task.task)
                 .await?;
+            self.declared.insert(task.task.clone());
         }
         // A presigned URL lets libavformat issue its own ranged GETs: no temp
         // file, no whole-video buffer. It must outlive the longest decode.

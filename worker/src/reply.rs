@@ -2,7 +2,7 @@
 //! confirmed. A model failure requeues the batch's jobs; RabbitMQ's delivery
 //! limit dead-letters a job that keeps failing.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use schema::{FrameResult, Message};
@@ -12,6 +12,8 @@ use fleet::{Publisher, Topology};
 
 use crate::{engine::Finished, models::Encoded};
 
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
 pub struct Reply {
     pub results: Publisher,
     pub model: String,
@@ -20,18 +22,22 @@ pub struct Reply {
 impl Reply {
     pub async fn run(self, mut finished: mpsc::Receiver<Finished>) -> anyhow::Result<()> {
         let started = Instant::now();
+        let mut last_report: Option<Instant> = None;
         let mut frames_done = 0u64;
         while let Some(batch) = finished.recv().await {
             match batch.outcome {
                 Ok(encoded) => {
                     frames_done +=
                         self.publish(batch.jobs, &encoded, batch.compute_ms).await? as u64;
-                    let secs = started.elapsed().as_secs_f64().max(1e-3);
-                    tracing::info!(
-                        frames = frames_done,
-                        fps = format!("{:.1}", frames_done as f64 / secs),
-                        "progress"
-                    );
+                    if last_report.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY) {
+                        let secs = started.elapsed().as_secs_f64().max(1e-3);
+                        tracing::info!(
+                            frames = frames_done,
+                            fps = format!("{:.1}", frames_done as f64 / secs),
+                            "progress"
+                        );
+                        last_report = Some(Instant::now());
+                    }
                 }
                 Err(e) => {
                     tracing::error!(error = %e, jobs = batch.jobs.len(), "model failed, requeueing jobs");
