@@ -98,11 +98,14 @@ pub struct FrameResult {
     pub seq: u32,
     pub frames: Vec<Frame>,
     pub model: String,
-    /// Length of one embedding; `embeddings` holds `frames.len() * dim` values.
+    /// Length of one embedding; `embeddings` holds `frames.len() * dim`
+    /// values. 0 for tasks that only caption.
     pub dim: u32,
     pub embeddings: Vec<f32>,
     /// Top-k labels per frame; empty when the task has no classification head.
     pub labels: Vec<Vec<Label>>,
+    /// One caption per frame; empty for tasks that do not caption.
+    pub captions: Vec<String>,
     /// Time the model spent on the batch this job rode in.
     pub compute_ms: u32,
 }

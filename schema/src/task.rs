@@ -6,11 +6,24 @@ pub struct TaskSpec {
     pub height: u32,
 }
 
-const TASKS: &[TaskSpec] = &[TaskSpec {
-    name: "embed.effnet-lite0",
-    width: 224,
-    height: 224,
-}];
+const TASKS: &[TaskSpec] = &[
+    TaskSpec {
+        name: "embed.effnet-lite0",
+        width: 224,
+        height: 224,
+    },
+    // BLIP base and large both read 384×384 (BlipImageProcessor's size).
+    TaskSpec {
+        name: "caption.blip-base",
+        width: 384,
+        height: 384,
+    },
+    TaskSpec {
+        name: "caption.blip-large",
+        width: 384,
+        height: 384,
+    },
+];
 
 /// The spec of a task the fleet knows, by routing key.
 pub fn known_task(name: &str) -> Option<TaskSpec> {

@@ -28,7 +28,7 @@ pub enum ValidationError {
         expected: u128,
         actual: usize,
     },
-    #[error("embedding dim {dim} is outside 1..={max}")]
+    #[error("embedding dim {dim} is outside 1..={max} (0 only with captions)")]
     BadDim { dim: u32, max: u32 },
     #[error("{actual} embedding values, expected {expected} ({frames} frames x dim {dim})")]
     EmbeddingLen {
@@ -39,6 +39,8 @@ pub enum ValidationError {
     },
     #[error("{labels} label lists for {frames} frames")]
     LabelCount { labels: usize, frames: usize },
+    #[error("{captions} captions for {frames} frames")]
+    CaptionCount { captions: usize, frames: usize },
     #[error("sampling {0:?} is not usable")]
     BadSampling(Sampling),
     #[error("frame pts {0} is not finite")]
@@ -104,7 +106,12 @@ impl Message {
     pub(crate) fn size_hint(&self) -> usize {
         match self {
             Message::FrameJob(m) => m.pixels.len() + 64 * m.frames.len() + 512,
-            Message::FrameResult(m) => 4 * m.embeddings.len() + 128 * m.frames.len() + 512,
+            Message::FrameResult(m) => {
+                4 * m.embeddings.len()
+                    + m.captions.iter().map(String::len).sum::<usize>()
+                    + 128 * m.frames.len()
+                    + 512
+            }
             _ => 512,
         }
     }
@@ -163,7 +170,24 @@ impl FrameResult {
         common(&self.task, &self.source, &self.output, limits)?;
         text("model", &self.model, limits)?;
         frames(&self.frames, limits)?;
-        if self.dim == 0 || self.dim > limits.max_embedding_dim {
+        // A result carries embeddings, captions or both, never nothing.
+        let captioned = !self.captions.is_empty();
+        if captioned && self.captions.len() != self.frames.len() {
+            return Err(ValidationError::CaptionCount {
+                captions: self.captions.len(),
+                frames: self.frames.len(),
+            });
+        }
+        for caption in &self.captions {
+            if caption.len() > limits.max_text_bytes {
+                return Err(ValidationError::TextTooLong {
+                    field: "caption",
+                    len: caption.len(),
+                    limit: limits.max_text_bytes,
+                });
+            }
+        }
+        if (self.dim == 0 && !captioned) || self.dim > limits.max_embedding_dim {
             return Err(ValidationError::BadDim {
                 dim: self.dim,
                 max: limits.max_embedding_dim,

@@ -62,11 +62,12 @@ fn result() -> impl Strategy<Value = FrameResult> {
         source(),
         object(),
         any::<u32>(),
-        1u32..8,
+        0u32..8,
         frames(4),
         any::<bool>(),
+        any::<bool>(),
     )
-        .prop_flat_map(|(id, source, output, seq, dim, frames, with_labels)| {
+        .prop_flat_map(|(id, source, output, seq, dim, frames, with_labels, with_captions)| {
             let n = dim as usize * frames.len();
             let labels = if with_labels {
                 frames
@@ -82,6 +83,12 @@ fn result() -> impl Strategy<Value = FrameResult> {
             } else {
                 Vec::new()
             };
+            // A caption-only result (dim 0) must carry captions.
+            let captions: Vec<String> = if dim == 0 || with_captions {
+                (0..frames.len()).map(|i| format!("a cat ✓ on frame {i}")).collect()
+            } else {
+                Vec::new()
+            };
             prop::collection::vec(-10f32..10.0, n).prop_map(move |embeddings| FrameResult {
                 video_id: Uuid::from_u128(id),
                 task: "embed.effnet-lite0".into(),
@@ -93,6 +100,7 @@ fn result() -> impl Strategy<Value = FrameResult> {
                 dim,
                 embeddings,
                 labels: labels.clone(),
+                captions: captions.clone(),
                 compute_ms: 7,
             })
         })

@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 use crate::{
     batcher::Weighted,
     intake::Job,
-    models::{Encoded, Encoder, Images},
+    models::{Images, Model, Outputs},
 };
 
 impl Weighted for Job {
@@ -21,44 +21,43 @@ impl Weighted for Job {
 /// model failed on them.
 pub struct Finished {
     pub jobs: Vec<Job>,
-    pub outcome: candle_core::Result<Encoded>,
+    pub outcome: candle_core::Result<Outputs>,
     pub compute_ms: u32,
 }
 
 /// Runs the model over `count` packed images at most `max_frames` at a
 /// time: a job larger than the model batch (the producer's job size is a
 /// transport choice) must not blow up activation memory.
-fn encode_in_chunks(
-    encoder: &dyn Encoder,
+fn infer_in_chunks(
+    model: &dyn Model,
     pixels: &[u8],
     count: usize,
     (width, height): (usize, usize),
     max_frames: usize,
-) -> candle_core::Result<Encoded> {
+) -> candle_core::Result<Outputs> {
     let frame_bytes = width * height * 3;
-    let mut all = Encoded {
-        dim: 0,
-        embeddings: Vec::new(),
-        labels: Vec::new(),
-    };
+    let mut all = Outputs::default();
     for chunk in pixels.chunks(max_frames * frame_bytes) {
-        let part = encoder.encode(Images {
+        all.extend(model.infer(Images {
             pixels: chunk,
             count: chunk.len() / frame_bytes,
             width,
             height,
-        })?;
-        all.dim = part.dim;
-        all.embeddings.extend(part.embeddings);
-        all.labels.extend(part.labels);
+        })?);
     }
-    debug_assert_eq!(all.embeddings.len(), count * all.dim);
+    let per_image = |len: usize| len == 0 || len == count;
+    if all.embeddings.len() != count * all.dim
+        || !per_image(all.labels.len())
+        || !per_image(all.captions.len())
+    {
+        candle_core::bail!("the model returned outputs for a different number of images than {count}");
+    }
     Ok(all)
 }
 
 /// Spawns the engine thread; it ends when `batches` closes.
 pub fn spawn(
-    encoder: Box<dyn Encoder>,
+    model: Box<dyn Model>,
     max_frames: usize,
     mut batches: mpsc::Receiver<Vec<Job>>,
     finished: mpsc::Sender<Finished>,
@@ -66,7 +65,7 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("engine".into())
         .spawn(move || {
-            let (width, height) = encoder.input_size();
+            let (width, height) = model.input_size();
             let mut pixels = Vec::new();
             while let Some(jobs) = batches.blocking_recv() {
                 let started = Instant::now();
@@ -75,8 +74,8 @@ pub fn spawn(
                     pixels.extend_from_slice(&j.job.pixels);
                 }
                 let count = jobs.iter().map(Weighted::frames).sum();
-                let outcome = encode_in_chunks(
-                    encoder.as_ref(),
+                let outcome = infer_in_chunks(
+                    model.as_ref(),
                     &pixels,
                     count,
                     (width, height),

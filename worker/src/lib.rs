@@ -3,10 +3,12 @@
 //! acks the job only after that result is confirmed.
 
 mod batcher;
+pub mod caption;
 pub mod cli;
 pub mod device;
 mod engine;
 mod intake;
+pub mod load;
 pub mod models;
 mod reply;
 pub mod run;

@@ -3,19 +3,19 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use worker::{cli, run};
+use worker::{caption, cli, run};
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     fleet::telemetry::init(cli.log.log_format);
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start the async runtime");
-            return ExitCode::FAILURE;
-        }
+    let outcome = match cli.command {
+        Some(cli::Command::Caption(args)) => caption::run(&args),
+        None => match tokio::runtime::Runtime::new() {
+            Ok(runtime) => runtime.block_on(run::run(cli.run)),
+            Err(e) => Err(anyhow::Error::new(e).context("cannot start the async runtime")),
+        },
     };
-    match runtime.block_on(run::run(cli)) {
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "worker stopped");

@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 
 use fleet::{Publisher, Topology};
 
-use crate::{engine::Finished, models::Encoded};
+use crate::{engine::Finished, models::Outputs};
 
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
@@ -26,9 +26,9 @@ impl Reply {
         let mut frames_done = 0u64;
         while let Some(batch) = finished.recv().await {
             match batch.outcome {
-                Ok(encoded) => {
+                Ok(outputs) => {
                     frames_done +=
-                        self.publish(batch.jobs, &encoded, batch.compute_ms).await? as u64;
+                        self.publish(batch.jobs, &outputs, batch.compute_ms).await? as u64;
                     if last_report.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY) {
                         let secs = started.elapsed().as_secs_f64().max(1e-3);
                         tracing::info!(
@@ -59,19 +59,18 @@ impl Reply {
     async fn publish(
         &self,
         jobs: Vec<crate::intake::Job>,
-        encoded: &Encoded,
+        outputs: &Outputs,
         compute_ms: u32,
     ) -> anyhow::Result<usize> {
-        let dim = encoded.dim;
+        let dim = outputs.dim;
         let mut offset = 0;
         for j in jobs {
             let job = j.job;
             let n = job.frames.len();
-            let labels = if encoded.labels.is_empty() {
-                Vec::new()
-            } else {
-                encoded.labels[offset..offset + n].to_vec()
-            };
+            // Per-image outputs are empty or cover the batch (the engine checks).
+            fn slice<T: Clone>(all: &[T], range: std::ops::Range<usize>) -> Vec<T> {
+                all.get(range).map(<[T]>::to_vec).unwrap_or_default()
+            }
             let result = FrameResult {
                 video_id: job.video_id,
                 task: job.task,
@@ -81,8 +80,9 @@ impl Reply {
                 frames: job.frames,
                 model: self.model.clone(),
                 dim: dim as u32,
-                embeddings: encoded.embeddings[offset * dim..(offset + n) * dim].to_vec(),
-                labels,
+                embeddings: slice(&outputs.embeddings, offset * dim..(offset + n) * dim),
+                labels: slice(&outputs.labels, offset..offset + n),
+                captions: slice(&outputs.captions, offset..offset + n),
                 compute_ms,
             };
             offset += n;

@@ -1,4 +1,4 @@
-use std::{path::Path, time::Duration};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use lapin::options::{BasicConsumeOptions, BasicQosOptions};
@@ -9,23 +9,12 @@ use fleet::{Publisher, Topology};
 
 use crate::{
     batcher,
-    cli::Cli,
-    device, engine,
+    cli::RunArgs,
+    engine,
     intake::Intake,
-    models::{self, EffnetEncoder, Encoder},
+    load,
     reply::Reply,
 };
-
-fn load_encoder(
-    task: &str,
-    dir: &Path,
-    device: &candle_core::Device,
-) -> anyhow::Result<Box<dyn Encoder>> {
-    match task {
-        "embed.effnet-lite0" => Ok(Box::new(EffnetEncoder::load(dir, device)?)),
-        other => bail!("task {other} has no model backend in this worker"),
-    }
-}
 
 async fn shutdown_signal(stop: CancellationToken) {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -43,23 +32,13 @@ async fn shutdown_signal(stop: CancellationToken) {
     stop.cancel();
 }
 
-pub async fn run(cli: Cli) -> anyhow::Result<()> {
+pub async fn run(cli: RunArgs) -> anyhow::Result<()> {
     let spec =
         schema::known_task(&cli.task).with_context(|| format!("unknown task {}", cli.task))?;
-    let device = device::parse(&cli.device)?;
-    let dir = match (&cli.model_dir, &cli.hub_repo) {
-        (Some(dir), _) => models::files::local(dir)?,
-        (None, Some(repo)) => {
-            let repo = repo.clone();
-            tokio::task::spawn_blocking(move || models::files::from_hub(&repo)).await??
-        }
-        (None, None) => bail!("pass --model-dir or --hub-repo"),
-    };
-    let encoder = {
-        let (task, dir, device) = (cli.task.clone(), dir.clone(), device.clone());
-        tokio::task::spawn_blocking(move || load_encoder(&task, &dir, &device)).await??
-    };
-    let size = encoder.input_size();
+    let (model, dir) = tokio::task::block_in_place(|| {
+        load::model_for_task(&cli.task, &cli.model, &cli.caption)
+    })?;
+    let size = model.input_size();
     if size != (spec.width as usize, spec.height as usize) {
         bail!(
             "model in {} takes {size:?}, task {} ships {}x{}",
@@ -69,11 +48,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             spec.height
         );
     }
-    let model = encoder.name().to_owned();
-    tracing::info!(task = %cli.task, model, device = %cli.device, dir = %dir.display(), "model loaded");
+    let name = model.name().to_owned();
+    tracing::info!(task = %cli.task, model = name, device = %cli.model.device, dir = %dir.display(), "model loaded");
 
-    let name = format!("worker {} pid {}", cli.task, std::process::id());
-    let connection = fleet::connect(&cli.broker.amqp_url, &name).await?;
+    let consumer_tag = format!("worker {} pid {}", cli.task, std::process::id());
+    let connection = fleet::connect(&cli.broker.amqp_url, &consumer_tag).await?;
     let topology = Topology::new(&cli.broker.namespace);
     let results = Publisher::open(&connection, &topology.jobs_exchange()).await?;
     topology.declare_core(results.channel()).await?;
@@ -90,7 +69,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let consumer = channel
         .basic_consume(
             queue.as_str().into(),
-            name.as_str().into(),
+            consumer_tag.as_str().into(),
             BasicConsumeOptions::default(),
             Default::default(),
         )
@@ -111,9 +90,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         max_frames: cli.max_batch as usize,
         max_wait: Duration::from_millis(cli.max_wait_ms),
     };
-    let engine = engine::spawn(encoder, cli.max_batch as usize, batch_rx, done_tx)?;
+    let engine = engine::spawn(model, cli.max_batch as usize, batch_rx, done_tx)?;
     let batching = tokio::spawn(batcher::run(job_rx, batch_tx, limits));
-    let replying = tokio::spawn(Reply { results, model }.run(done_rx));
+    let replying = tokio::spawn(Reply { results, model: name }.run(done_rx));
     let intake = Intake {
         queue: queue.clone(),
         task: cli.task.clone(),
@@ -125,7 +104,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     // and is acked on this same channel before it closes. Anything still
     // unacked after that is requeued by the broker.
     channel
-        .basic_cancel(name.as_str().into(), Default::default())
+        .basic_cancel(consumer_tag.as_str().into(), Default::default())
         .await
         .ok();
     batching.await?;

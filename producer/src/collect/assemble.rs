@@ -1,13 +1,14 @@
 //! Turns a complete set of parts into the video's final outputs, streaming
 //! one part at a time so that memory does not grow with video length.
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, ensure};
 use aws_sdk_s3::Client;
 use schema::{Message, ObjectRef, VideoDone};
 use serde::Serialize;
 use uuid::Uuid;
 
 use super::{
+    captions::{CaptionLine, Vtt},
     layout::{Layout, done_key, part_key, parts_prefix},
     npy,
     status::{State, Status, Timings, now_unix_ms},
@@ -58,6 +59,21 @@ pub async fn try_finalize(
     Ok(true)
 }
 
+/// The embeddings outputs: the `.npy` matrix and its per-frame index.
+struct EmbeddingSink<'c> {
+    npy: ObjectWriter<'c>,
+    frames: ObjectWriter<'c>,
+    dim: u32,
+    rows: u64,
+}
+
+/// The caption outputs: JSON lines and WebVTT.
+struct CaptionSink<'c> {
+    jsonl: ObjectWriter<'c>,
+    vtt: ObjectWriter<'c>,
+    cues: Vtt,
+}
+
 async fn assemble(client: &Client, done: &VideoDone) -> anyhow::Result<()> {
     ensure!(
         done.jobs > 0,
@@ -70,11 +86,10 @@ async fn assemble(client: &Client, done: &VideoDone) -> anyhow::Result<()> {
         source_key: &done.source.key,
     };
     let (npy_key, frames_key) = (layout.embeddings(), layout.frames());
-    let mut embeddings =
-        ObjectWriter::new(client, &output.bucket, &npy_key, "application/octet-stream");
-    let mut frames = ObjectWriter::new(client, &output.bucket, &frames_key, "application/json");
-    frames.write(b"[").await?;
-    let mut dim = None;
+    let (jsonl_key, vtt_key) = (layout.captions_jsonl(), layout.captions_vtt());
+    // Which outputs exist follows the first part; every other part must agree.
+    let mut embedding_sink: Option<EmbeddingSink> = None;
+    let mut caption_sink: Option<CaptionSink> = None;
     let mut written = 0u64;
     let mut compute_ms = 0u64;
     let mut model = None;
@@ -88,32 +103,77 @@ async fn assemble(client: &Client, done: &VideoDone) -> anyhow::Result<()> {
             _ => None,
         })?;
         ensure!(part.seq == seq, "part {key} holds seq {}", part.seq);
-        match dim {
-            None => {
-                dim = Some(part.dim);
-                embeddings
-                    .write(&npy::f32_matrix_header(done.frames, u64::from(part.dim)))
+        if seq == 0 {
+            if part.dim > 0 {
+                let mut npy =
+                    ObjectWriter::new(client, &output.bucket, &npy_key, "application/octet-stream");
+                npy.write(&npy::f32_matrix_header(done.frames, u64::from(part.dim)))
                     .await?;
+                let mut frames =
+                    ObjectWriter::new(client, &output.bucket, &frames_key, "application/json");
+                frames.write(b"[").await?;
+                embedding_sink = Some(EmbeddingSink {
+                    npy,
+                    frames,
+                    dim: part.dim,
+                    rows: 0,
+                });
             }
-            Some(d) if d != part.dim => bail!("part {seq} has dim {}, earlier parts {d}", part.dim),
-            Some(_) => {}
+            if !part.captions.is_empty() {
+                let jsonl = ObjectWriter::new(client, &output.bucket, &jsonl_key, "application/jsonl");
+                let mut vtt = ObjectWriter::new(client, &output.bucket, &vtt_key, "text/vtt");
+                vtt.write(Vtt::HEADER).await?;
+                caption_sink = Some(CaptionSink {
+                    jsonl,
+                    vtt,
+                    cues: Vtt::new(),
+                });
+            }
         }
-        let mut row_bytes = Vec::with_capacity(part.embeddings.len() * 4);
-        for v in &part.embeddings {
-            row_bytes.extend_from_slice(&v.to_le_bytes());
+        ensure!(
+            embedding_sink.as_ref().map_or(0, |e| e.dim) == part.dim,
+            "part {seq} has embedding dim {}, unlike part 0",
+            part.dim
+        );
+        ensure!(
+            caption_sink.is_some() != part.captions.is_empty(),
+            "part {seq} disagrees with part 0 on carrying captions"
+        );
+        if let Some(sink) = &mut embedding_sink {
+            let mut row_bytes = Vec::with_capacity(part.embeddings.len() * 4);
+            for v in &part.embeddings {
+                row_bytes.extend_from_slice(&v.to_le_bytes());
+            }
+            sink.npy.write(&row_bytes).await?;
+            for (i, frame) in part.frames.iter().enumerate() {
+                let line = FrameLine {
+                    index: frame.index,
+                    pts_s: frame.pts_s,
+                    labels: part.labels.get(i).map_or(&[], Vec::as_slice),
+                };
+                let sep: &[u8] = if sink.rows == 0 { b"\n" } else { b",\n" };
+                sink.frames.write(sep).await?;
+                sink.frames.write(&serde_json::to_vec(&line)?).await?;
+                sink.rows += 1;
+            }
         }
-        embeddings.write(&row_bytes).await?;
-        for (i, frame) in part.frames.iter().enumerate() {
-            let line = FrameLine {
-                index: frame.index,
-                pts_s: frame.pts_s,
-                labels: part.labels.get(i).map_or(&[], Vec::as_slice),
-            };
-            let sep: &[u8] = if written == 0 { b"\n" } else { b",\n" };
-            frames.write(sep).await?;
-            frames.write(&serde_json::to_vec(&line)?).await?;
-            written += 1;
+        if let Some(sink) = &mut caption_sink {
+            let mut lines = Vec::new();
+            let mut cues = String::new();
+            for (frame, caption) in part.frames.iter().zip(&part.captions) {
+                let line = CaptionLine {
+                    index: frame.index,
+                    pts_s: frame.pts_s,
+                    caption,
+                };
+                serde_json::to_writer(&mut lines, &line)?;
+                lines.push(b'\n');
+                cues += &sink.cues.push(frame.pts_s, caption);
+            }
+            sink.jsonl.write(&lines).await?;
+            sink.vtt.write(cues.as_bytes()).await?;
         }
+        written += part.frames.len() as u64;
         compute_ms += u64::from(part.compute_ms);
         model = Some(part.model);
     }
@@ -123,9 +183,21 @@ async fn assemble(client: &Client, done: &VideoDone) -> anyhow::Result<()> {
         written,
         done.frames
     );
-    frames.write(b"\n]\n").await?;
-    embeddings.finish().await?;
-    frames.finish().await?;
+    let mut outputs = Vec::new();
+    if let Some(mut sink) = embedding_sink {
+        sink.frames.write(b"\n]\n").await?;
+        sink.npy.finish().await?;
+        sink.frames.finish().await?;
+        outputs.push(format!("s3://{}/{npy_key}", output.bucket));
+        outputs.push(format!("s3://{}/{frames_key}", output.bucket));
+    }
+    if let Some(mut sink) = caption_sink {
+        sink.vtt.write(sink.cues.finish().as_bytes()).await?;
+        sink.jsonl.finish().await?;
+        sink.vtt.finish().await?;
+        outputs.push(format!("s3://{}/{jsonl_key}", output.bucket));
+        outputs.push(format!("s3://{}/{vtt_key}", output.bucket));
+    }
     let status = Status {
         state: State::Done,
         video_id: done.video_id,
@@ -140,10 +212,7 @@ async fn assemble(client: &Client, done: &VideoDone) -> anyhow::Result<()> {
             decode_ms: done.decode_ms,
             compute_ms,
         },
-        outputs: vec![
-            format!("s3://{}/{npy_key}", output.bucket),
-            format!("s3://{}/{frames_key}", output.bucket),
-        ],
+        outputs,
         finished_at_unix_ms: now_unix_ms(),
     };
     s3::put(

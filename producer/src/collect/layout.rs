@@ -21,6 +21,14 @@ impl Layout<'_> {
         self.key("embeddings", ".frames.json")
     }
 
+    pub fn captions_jsonl(&self) -> String {
+        self.key("captions", ".jsonl")
+    }
+
+    pub fn captions_vtt(&self) -> String {
+        self.key("captions", ".vtt")
+    }
+
     pub fn status(&self) -> String {
         self.key("status", ".json")
     }
@@ -56,6 +64,8 @@ mod tests {
         };
         assert_eq!(l.embeddings(), "out/embeddings/videos/a.mp4.npy");
         assert_eq!(l.frames(), "out/embeddings/videos/a.mp4.frames.json");
+        assert_eq!(l.captions_jsonl(), "out/captions/videos/a.mp4.jsonl");
+        assert_eq!(l.captions_vtt(), "out/captions/videos/a.mp4.vtt");
         assert_eq!(l.status(), "out/status/videos/a.mp4.json");
         // Zero-padded so that listing order is seq order.
         assert_eq!(

@@ -8,6 +8,7 @@
 //! redelivered message rewrites the same bytes.
 
 mod assemble;
+mod captions;
 mod layout;
 mod npy;
 mod status;

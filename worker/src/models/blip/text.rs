@@ -1,0 +1,225 @@
+//! BLIP's caption decoder: a post-norm BERT with causal self-attention and
+//! cross-attention to the image tokens (`text_decoder.*` in the checkpoint).
+//!
+//! Built for batched greedy decoding: every row of a batch shares one KV
+//! cache with a batch dimension, and the cross-attention keys and values of
+//! the image tokens are computed once per batch (`ImageContext`) instead of
+//! at every step as transformers and candle-transformers do.
+
+use candle_core::{D, Module, Result, Tensor};
+use candle_nn::{Embedding, LayerNorm, VarBuilder, embedding, kv_cache::KvCache, layer_norm};
+
+use super::config::TextConfig;
+use crate::models::linear::{Activation, Linear};
+
+fn split_heads(x: &Tensor, heads: usize) -> Result<Tensor> {
+    let (b, n, c) = x.dims3()?;
+    x.reshape((b, n, heads, c / heads))?.transpose(1, 2)?.contiguous()
+}
+
+fn merge_heads(x: &Tensor) -> Result<Tensor> {
+    let (b, h, n, d) = x.dims4()?;
+    x.transpose(1, 2)?.reshape((b, n, h * d))
+}
+
+fn attend(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    let scores = q.matmul(&k.t()?)?;
+    let scores = match mask {
+        Some(m) => scores.broadcast_add(m)?,
+        None => scores,
+    };
+    candle_nn::ops::softmax_last_dim(&scores)?.matmul(v)
+}
+
+/// Dense + residual + LayerNorm, BERT's `*.output` blocks.
+struct AddNorm {
+    dense: Linear,
+    norm: LayerNorm,
+}
+
+impl AddNorm {
+    fn load(vb: VarBuilder, in_dim: usize, hidden: usize, eps: f64) -> Result<Self> {
+        Ok(Self {
+            dense: Linear::load(vb.pp("dense"), in_dim, hidden, Activation::Identity)?,
+            norm: layer_norm(hidden, eps, vb.pp("LayerNorm"))?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        self.norm.forward(&(self.dense.forward(x)? + residual)?)
+    }
+}
+
+struct Layer {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    self_out: AddNorm,
+    cross_query: Linear,
+    cross_key: Linear,
+    cross_value: Linear,
+    cross_out: AddNorm,
+    intermediate: Linear,
+    output: AddNorm,
+    heads: usize,
+    scale: f64,
+}
+
+impl Layer {
+    fn load(vb: VarBuilder, cfg: &TextConfig) -> Result<Self> {
+        let (h, e, eps) = (cfg.hidden_size, cfg.encoder_hidden_size, cfg.layer_norm_eps);
+        let lin = |vb: VarBuilder, i, o| Linear::load(vb, i, o, Activation::Identity);
+        let (sa, ca) = (vb.pp("attention"), vb.pp("crossattention"));
+        Ok(Self {
+            query: lin(sa.pp("self.query"), h, h)?,
+            key: lin(sa.pp("self.key"), h, h)?,
+            value: lin(sa.pp("self.value"), h, h)?,
+            self_out: AddNorm::load(sa.pp("output"), h, h, eps)?,
+            cross_query: lin(ca.pp("self.query"), h, h)?,
+            cross_key: lin(ca.pp("self.key"), e, h)?,
+            cross_value: lin(ca.pp("self.value"), e, h)?,
+            cross_out: AddNorm::load(ca.pp("output"), h, h, eps)?,
+            intermediate: Linear::load(
+                vb.pp("intermediate.dense"),
+                h,
+                cfg.intermediate_size,
+                Activation::Gelu,
+            )?,
+            output: AddNorm::load(vb.pp("output"), cfg.intermediate_size, h, eps)?,
+            heads: cfg.num_attention_heads,
+            scale: ((h / cfg.num_attention_heads) as f64).powf(-0.5),
+        })
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        cache: &mut KvCache,
+        image: &(Tensor, Tensor),
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let q = split_heads(&(self.query.forward(x)? * self.scale)?, self.heads)?;
+        let k = split_heads(&self.key.forward(x)?, self.heads)?;
+        let v = split_heads(&self.value.forward(x)?, self.heads)?;
+        let (k, v) = cache.append(&k, &v)?;
+        let attended = merge_heads(&attend(&q, &k, &v, mask)?)?;
+        let x = self.self_out.forward(&attended, x)?;
+
+        let q = split_heads(&(self.cross_query.forward(&x)? * self.scale)?, self.heads)?;
+        let attended = merge_heads(&attend(&q, &image.0, &image.1, None)?)?;
+        let x = self.cross_out.forward(&attended, &x)?;
+
+        self.output.forward(&self.intermediate.forward(&x)?, &x)
+    }
+}
+
+/// Per-batch state of one generation: the self-attention caches, and the
+/// cross-attention keys and values of the image tokens, per layer.
+pub struct ImageContext {
+    caches: Vec<KvCache>,
+    image: Vec<(Tensor, Tensor)>,
+    position: usize,
+}
+
+pub struct TextDecoder {
+    word_embeddings: Embedding,
+    position_embeddings: Embedding,
+    embed_norm: LayerNorm,
+    layers: Vec<Layer>,
+    transform: Linear,
+    transform_norm: LayerNorm,
+    /// `[vocab, hidden]`: tied to the word embeddings unless stored apart.
+    lm_weight: Tensor,
+    lm_bias: Tensor,
+    max_positions: usize,
+}
+
+impl TextDecoder {
+    pub fn load(vb: VarBuilder, cfg: &TextConfig) -> Result<Self> {
+        let (h, eps) = (cfg.hidden_size, cfg.layer_norm_eps);
+        let emb = vb.pp("bert.embeddings");
+        let word_embeddings = embedding(cfg.vocab_size, h, emb.pp("word_embeddings"))?;
+        let head = vb.pp("cls.predictions");
+        let lm_weight = if head.contains_tensor("decoder.weight") {
+            head.get((cfg.vocab_size, h), "decoder.weight")?
+        } else {
+            word_embeddings.embeddings().clone()
+        };
+        Ok(Self {
+            position_embeddings: embedding(
+                cfg.max_position_embeddings,
+                h,
+                emb.pp("position_embeddings"),
+            )?,
+            word_embeddings,
+            embed_norm: layer_norm(h, eps, emb.pp("LayerNorm"))?,
+            layers: (0..cfg.num_hidden_layers)
+                .map(|i| Layer::load(vb.pp(format!("bert.encoder.layer.{i}")), cfg))
+                .collect::<Result<_>>()?,
+            transform: Linear::load(head.pp("transform.dense"), h, h, Activation::Gelu)?,
+            transform_norm: layer_norm(h, eps, head.pp("transform.LayerNorm"))?,
+            lm_weight,
+            lm_bias: head.get(cfg.vocab_size, "bias")?,
+            max_positions: cfg.max_position_embeddings,
+        })
+    }
+
+    pub fn max_positions(&self) -> usize {
+        self.max_positions
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.lm_bias.dims1().unwrap_or(0)
+    }
+
+    /// Projects the image tokens `[B, N, E]` once for every layer.
+    pub fn image_context(&self, image_embeds: &Tensor, max_len: usize) -> Result<ImageContext> {
+        let image = self
+            .layers
+            .iter()
+            .map(|l| {
+                Ok((
+                    split_heads(&l.cross_key.forward(image_embeds)?, l.heads)?,
+                    split_heads(&l.cross_value.forward(image_embeds)?, l.heads)?,
+                ))
+            })
+            .collect::<Result<_>>()?;
+        Ok(ImageContext {
+            caches: self.layers.iter().map(|_| KvCache::new(2, max_len)).collect(),
+            image,
+            position: 0,
+        })
+    }
+
+    /// Feeds `ids` `[B, T]` after what `ctx` has seen; returns the
+    /// next-token logits of the last position, `[B, vocab]`.
+    pub fn step(&self, ids: &Tensor, ctx: &mut ImageContext) -> Result<Tensor> {
+        let (_, t) = ids.dims2()?;
+        let device = ids.device();
+        let positions = Tensor::arange(ctx.position as u32, (ctx.position + t) as u32, device)?;
+        let x = self
+            .word_embeddings
+            .forward(ids)?
+            .broadcast_add(&self.position_embeddings.forward(&positions)?)?;
+        let mut x = self.embed_norm.forward(&x)?;
+        // Causal mask over the new positions only; earlier ones are all visible.
+        let mask = if t > 1 {
+            let past = ctx.position;
+            let m: Vec<f32> = (0..t)
+                .flat_map(|i| {
+                    (0..past + t).map(move |j| if j > past + i { f32::NEG_INFINITY } else { 0.0 })
+                })
+                .collect();
+            Some(Tensor::from_vec(m, (t, past + t), device)?)
+        } else {
+            None
+        };
+        for ((layer, cache), image) in self.layers.iter().zip(&mut ctx.caches).zip(&ctx.image) {
+            x = layer.forward(&x, cache, image, mask.as_ref())?;
+        }
+        ctx.position += t;
+        let last = x.narrow(1, t - 1, 1)?.squeeze(1)?;
+        let h = self.transform_norm.forward(&self.transform.forward(&last)?)?;
+        h.matmul(&self.lm_weight.t()?)?.broadcast_add(&self.lm_bias)
+    }
+}

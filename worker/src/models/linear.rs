@@ -1,0 +1,134 @@
+//! A dense layer for transformer blocks: one GEMM over all tokens, then the
+//! bias (and GELU) in one parallel pass.
+//!
+//! candle-nn's `Linear` runs a batched matmul per leading dimension and a
+//! single-threaded `broadcast_add`, and its `gelu_erf` is another
+//! single-threaded pass; on a 2-core CPU those passes cost a quarter of a
+//! BLIP layer. Other devices use candle's ops.
+
+use candle_core::{CpuStorage, CustomOp2, D, Layout, Module, Result, Shape, Tensor, bail};
+use candle_nn::VarBuilder;
+use rayon::prelude::*;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    Identity,
+    /// The exact (erf) GELU of transformers' `"gelu"`.
+    Gelu,
+}
+
+#[derive(Clone, Debug)]
+pub struct Linear {
+    /// `[out, in]`, as stored.
+    weight: Tensor,
+    bias: Tensor,
+    act: Activation,
+}
+
+impl Linear {
+    pub fn load(vb: VarBuilder, in_dim: usize, out_dim: usize, act: Activation) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get((out_dim, in_dim), "weight")?,
+            bias: vb.get(out_dim, "bias")?,
+            act,
+        })
+    }
+}
+
+impl Module for Linear {
+    /// `x`: `[..., in]` → `[..., out]`.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mut dims = x.dims().to_vec();
+        let rows = dims[..dims.len() - 1].iter().product::<usize>();
+        let y = x.reshape((rows, ()))?.matmul(&self.weight.t()?)?;
+        let y = if y.device().is_cpu() {
+            y.apply_op2_no_bwd(&self.bias, &BiasAct(self.act))?
+        } else {
+            let y = y.broadcast_add(&self.bias)?;
+            match self.act {
+                Activation::Identity => y,
+                Activation::Gelu => y.gelu_erf()?,
+            }
+        };
+        *dims.last_mut().expect("a tensor of rank >= 1") = y.dim(D::Minus1)?;
+        y.reshape(dims)
+    }
+}
+
+struct BiasAct(Activation);
+
+impl CustomOp2 for BiasAct {
+    fn name(&self) -> &'static str {
+        "linear-bias-act"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (CpuStorage::F32(x), CpuStorage::F32(b)) = (xs, bs) else {
+            bail!("linear-bias-act supports f32 only");
+        };
+        let (Some((x0, x1)), Some((b0, b1))) = (xl.contiguous_offsets(), bl.contiguous_offsets())
+        else {
+            bail!("linear-bias-act needs contiguous inputs");
+        };
+        let (x, b) = (&x[x0..x1], &b[b0..b1]);
+        let &[_, cols] = xl.dims() else {
+            bail!("linear-bias-act input must be 2-D, got {:?}", xl.dims());
+        };
+        if b.len() != cols {
+            bail!("linear-bias-act bias has {} values for {cols} columns", b.len());
+        }
+        let mut out = vec![0f32; x.len()];
+        let act = self.0;
+        out.par_chunks_mut(cols)
+            .zip(x.par_chunks(cols))
+            .with_min_len(4)
+            .for_each(|(dst, src)| {
+                for ((d, s), bias) in dst.iter_mut().zip(src).zip(b) {
+                    let v = s + bias;
+                    *d = match act {
+                        Activation::Identity => v,
+                        Activation::Gelu => gelu(v),
+                    };
+                }
+            });
+        Ok((CpuStorage::F32(out), xl.shape().clone()))
+    }
+}
+
+fn gelu(x: f32) -> f32 {
+    0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{DType, Device};
+
+    use super::*;
+
+    #[test]
+    fn matches_candle_linear_and_gelu() -> Result<()> {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 0.5, (7, 5), &dev)?;
+        let b = Tensor::randn(0f32, 0.5, 7, &dev)?;
+        let x = Tensor::randn(0f32, 2.0, (2, 3, 5), &dev)?;
+        let reference = candle_nn::Linear::new(w.clone(), Some(b.clone())).forward(&x)?;
+        for (act, expected) in [
+            (Activation::Identity, reference.clone()),
+            (Activation::Gelu, reference.gelu_erf()?),
+        ] {
+            let layer = Linear { weight: w.clone(), bias: b.clone(), act };
+            let got = layer.forward(&x)?;
+            assert_eq!(got.dims(), &[2, 3, 7]);
+            let diff = (got - expected)?.abs()?.max_all()?.to_dtype(DType::F32)?;
+            let diff = diff.to_scalar::<f32>()?;
+            assert!(diff < 1e-5, "{act:?}: max diff {diff}");
+        }
+        Ok(())
+    }
+}
