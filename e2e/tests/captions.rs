@@ -46,7 +46,14 @@ async fn a_video_becomes_jsonl_and_webvtt_captions() -> anyhow::Result<()> {
     let sample = format!("every={EVERY}");
     fleet.run(
         "producer",
-        &["submit", &format!("s3://{bucket}/clips/"), "--task", TASK, "--sample", &sample],
+        &[
+            "submit",
+            &format!("s3://{bucket}/clips/"),
+            "--task",
+            TASK,
+            "--sample",
+            &sample,
+        ],
     )?;
     let status = fleet
         .wait_for_status(&["clips/vtest.avi"], Duration::from_secs(600))
@@ -65,7 +72,12 @@ async fn a_video_becomes_jsonl_and_webvtt_captions() -> anyhow::Result<()> {
         ],
         "caption tasks write captions and nothing else"
     );
-    assert!(fleet.get("outputs/embeddings/clips/vtest.avi.npy").await?.is_none());
+    assert!(
+        fleet
+            .get("outputs/embeddings/clips/vtest.avi.npy")
+            .await?
+            .is_none()
+    );
 
     let jsonl = fleet
         .get("outputs/captions/clips/vtest.avi.jsonl")
@@ -78,14 +90,19 @@ async fn a_video_becomes_jsonl_and_webvtt_captions() -> anyhow::Result<()> {
     assert_eq!(lines.len(), expected, "one line per sampled frame");
     let index: Vec<u64> = lines.iter().filter_map(|l| l["index"].as_u64()).collect();
     let expected_index: Vec<u64> = (0..expected as u64).map(|i| i * EVERY).collect();
-    assert_eq!(index, expected_index, "every 25th frame, once each, in order");
+    assert_eq!(
+        index, expected_index,
+        "every 25th frame, once each, in order"
+    );
     let pts: Vec<f64> = lines.iter().filter_map(|l| l["pts_s"].as_f64()).collect();
     assert_eq!(pts.len(), expected);
     assert!(pts.windows(2).all(|w| w[1] > w[0]), "pts increase: {pts:?}");
     let captions: Vec<&str> = lines.iter().filter_map(|l| l["caption"].as_str()).collect();
     assert_eq!(captions.len(), expected);
     assert!(
-        captions.iter().all(|c| c.starts_with(PROMPT) && c.len() > PROMPT.len()),
+        captions
+            .iter()
+            .all(|c| c.starts_with(PROMPT) && c.len() > PROMPT.len()),
         "captions start with the prompt and go on: {captions:?}"
     );
 
@@ -104,7 +121,10 @@ async fn a_video_becomes_jsonl_and_webvtt_captions() -> anyhow::Result<()> {
         .collect();
     assert_eq!(cues.len(), expected, "one cue per caption");
     for (i, cue) in cues.iter().enumerate() {
-        let end = pts.get(i + 1).copied().unwrap_or(pts[i] + (pts[i] - pts[i - 1]));
+        let end = pts
+            .get(i + 1)
+            .copied()
+            .unwrap_or_else(|| pts[i] + (pts[i] - pts[i - 1]));
         assert_eq!(
             cue[0],
             format!("{} --> {}", timestamp(pts[i]), timestamp(end)),

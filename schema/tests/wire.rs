@@ -67,43 +67,47 @@ fn result() -> impl Strategy<Value = FrameResult> {
         any::<bool>(),
         any::<bool>(),
     )
-        .prop_flat_map(|(id, source, output, seq, dim, frames, with_labels, with_captions)| {
-            let n = dim as usize * frames.len();
-            let labels = if with_labels {
-                frames
-                    .iter()
-                    .map(|_| {
-                        vec![Label {
-                            class: 950,
-                            name: "orange".into(),
-                            score: 0.9,
-                        }]
-                    })
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            // A caption-only result (dim 0) must carry captions.
-            let captions: Vec<String> = if dim == 0 || with_captions {
-                (0..frames.len()).map(|i| format!("a cat ✓ on frame {i}")).collect()
-            } else {
-                Vec::new()
-            };
-            prop::collection::vec(-10f32..10.0, n).prop_map(move |embeddings| FrameResult {
-                video_id: Uuid::from_u128(id),
-                task: "embed.effnet-lite0".into(),
-                source: source.clone(),
-                output: output.clone(),
-                seq,
-                frames: frames.clone(),
-                model: "efficientnet-lite0".into(),
-                dim,
-                embeddings,
-                labels: labels.clone(),
-                captions: captions.clone(),
-                compute_ms: 7,
-            })
-        })
+        .prop_flat_map(
+            |(id, source, output, seq, dim, frames, with_labels, with_captions)| {
+                let n = dim as usize * frames.len();
+                let labels = if with_labels {
+                    frames
+                        .iter()
+                        .map(|_| {
+                            vec![Label {
+                                class: 950,
+                                name: "orange".into(),
+                                score: 0.9,
+                            }]
+                        })
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                // A caption-only result (dim 0) must carry captions.
+                let captions: Vec<String> = if dim == 0 || with_captions {
+                    (0..frames.len())
+                        .map(|i| format!("a cat ✓ on frame {i}"))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                prop::collection::vec(-10f32..10.0, n).prop_map(move |embeddings| FrameResult {
+                    video_id: Uuid::from_u128(id),
+                    task: "embed.effnet-lite0".into(),
+                    source: source.clone(),
+                    output: output.clone(),
+                    seq,
+                    frames: frames.clone(),
+                    model: "efficientnet-lite0".into(),
+                    dim,
+                    embeddings,
+                    labels: labels.clone(),
+                    captions: captions.clone(),
+                    compute_ms: 7,
+                })
+            },
+        )
 }
 
 fn message() -> impl Strategy<Value = Message> {

@@ -18,7 +18,10 @@ use candle_transformers::models::{blip as reference, blip_text};
 use worker::models::blip::{Blip, Config, Limits, TextConfig, VisionConfig};
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn base_config() -> Config {
@@ -101,7 +104,8 @@ fn main() -> anyhow::Result<()> {
     // One set of random weights shared by both implementations.
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
-    let mut theirs = reference::BlipForConditionalGeneration::new(&reference_config(&cfg), vb.clone())?;
+    let mut theirs =
+        reference::BlipForConditionalGeneration::new(&reference_config(&cfg), vb.clone())?;
     let ours = Blip::new(&cfg, vb)?;
     let pixels = images(n_images.max(*batches.iter().max().unwrap_or(&1)), size);
     let frame = size * size * 3;
@@ -115,7 +119,10 @@ fn main() -> anyhow::Result<()> {
     ours.caption(
         &Tensor::from_slice(&pixels[..frame], (1, size, size, 3), &device)?,
         &[],
-        Limits { max_tokens: 2, min_tokens: 2 },
+        Limits {
+            max_tokens: 2,
+            min_tokens: 2,
+        },
     )?;
 
     for &batch in &batches {
@@ -144,8 +151,16 @@ fn main() -> anyhow::Result<()> {
     // the decoder fed one token at a time with its own KV cache.
     let started = Instant::now();
     for i in 0..n_reference {
-        let rgb = Tensor::from_slice(&pixels[i * frame..(i + 1) * frame], (1, size, size, 3), &device)?;
-        let input = ours.vision.normalise(&rgb)?.permute((0, 3, 1, 2))?.contiguous()?;
+        let rgb = Tensor::from_slice(
+            &pixels[i * frame..(i + 1) * frame],
+            (1, size, size, 3),
+            &device,
+        )?;
+        let input = ours
+            .vision
+            .normalise(&rgb)?
+            .permute((0, 3, 1, 2))?
+            .contiguous()?;
         let image_embeds = theirs.vision_model().forward(&input)?;
         theirs.reset_kv_cache();
         let mut token = cfg.text_config.bos_token_id;
@@ -164,8 +179,13 @@ fn main() -> anyhow::Result<()> {
     });
 
     let reference_rate = n_reference as f64 / rows.last().map_or(1.0, |r| r.seconds);
-    println!("blip-base, random weights, {steps} tokens per image, {} threads", rayon::current_num_threads());
-    println!("| implementation | batch | images | seconds | images/s | tokens/s | vs candle-transformers |");
+    println!(
+        "blip-base, random weights, {steps} tokens per image, {} threads",
+        rayon::current_num_threads()
+    );
+    println!(
+        "| implementation | batch | images | seconds | images/s | tokens/s | vs candle-transformers |"
+    );
     println!("|---|---:|---:|---:|---:|---:|---:|");
     for r in &rows {
         let rate = r.images as f64 / r.seconds;

@@ -11,7 +11,11 @@ use clap::{ArgGroup, Args, Parser, Subcommand};
 /// first) or a finished command, 1 on a runtime error (model, broker, an
 /// unreadable image), 2 on bad usage.
 #[derive(Debug, Parser)]
-#[command(version, args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+#[command(
+    version,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 pub struct Cli {
     #[command(flatten)]
     pub log: fleet::LogArgs,

@@ -50,7 +50,9 @@ fn infer_in_chunks(
         || !per_image(all.labels.len())
         || !per_image(all.captions.len())
     {
-        candle_core::bail!("the model returned outputs for a different number of images than {count}");
+        candle_core::bail!(
+            "the model returned outputs for a different number of images than {count}"
+        );
     }
     Ok(all)
 }
@@ -74,13 +76,8 @@ pub fn spawn(
                     pixels.extend_from_slice(&j.job.pixels);
                 }
                 let count = jobs.iter().map(Weighted::frames).sum();
-                let outcome = infer_in_chunks(
-                    model.as_ref(),
-                    &pixels,
-                    count,
-                    (width, height),
-                    max_frames,
-                );
+                let outcome =
+                    infer_in_chunks(model.as_ref(), &pixels, count, (width, height), max_frames);
                 let compute_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
                 tracing::debug!(jobs = jobs.len(), frames = count, compute_ms, "batch done");
                 if finished

@@ -7,14 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use fleet::{Publisher, Topology};
 
-use crate::{
-    batcher,
-    cli::RunArgs,
-    engine,
-    intake::Intake,
-    load,
-    reply::Reply,
-};
+use crate::{batcher, cli::RunArgs, engine, intake::Intake, load, reply::Reply};
 
 async fn shutdown_signal(stop: CancellationToken) {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -35,9 +28,8 @@ async fn shutdown_signal(stop: CancellationToken) {
 pub async fn run(cli: RunArgs) -> anyhow::Result<()> {
     let spec =
         schema::known_task(&cli.task).with_context(|| format!("unknown task {}", cli.task))?;
-    let (model, dir) = tokio::task::block_in_place(|| {
-        load::model_for_task(&cli.task, &cli.model, &cli.caption)
-    })?;
+    let (model, dir) =
+        tokio::task::block_in_place(|| load::model_for_task(&cli.task, &cli.model, &cli.caption))?;
     let size = model.input_size();
     if size != (spec.width as usize, spec.height as usize) {
         bail!(
@@ -92,7 +84,13 @@ pub async fn run(cli: RunArgs) -> anyhow::Result<()> {
     };
     let engine = engine::spawn(model, cli.max_batch as usize, batch_rx, done_tx)?;
     let batching = tokio::spawn(batcher::run(job_rx, batch_tx, limits));
-    let replying = tokio::spawn(Reply { results, model: name }.run(done_rx));
+    let replying = tokio::spawn(
+        Reply {
+            results,
+            model: name,
+        }
+        .run(done_rx),
+    );
     let intake = Intake {
         queue: queue.clone(),
         task: cli.task.clone(),

@@ -90,9 +90,12 @@ fn vision_and_first_step_logits_match_transformers() -> candle_core::Result<()> 
     let e = expected();
     let pixels = crops(&e);
     let blip = Blip::load(&fixture(), &Device::Cpu).expect("fixture loads");
-    let reference = candle_core::safetensors::load(fixture().join("expected.safetensors"), &Device::Cpu)?;
+    let reference =
+        candle_core::safetensors::load(fixture().join("expected.safetensors"), &Device::Cpu)?;
 
-    let embeds = blip.vision.forward(&blip.vision.normalise(&rgb(&pixels, 0..3))?)?;
+    let embeds = blip
+        .vision
+        .forward(&blip.vision.normalise(&rgb(&pixels, 0..3))?)?;
     let diff = max_abs_diff(&embeds, &reference["vision"]);
     assert!(diff <= TOLERANCE, "vision output differs by {diff}");
 

@@ -120,7 +120,8 @@ async fn assemble(client: &Client, done: &VideoDone) -> anyhow::Result<()> {
                 });
             }
             if !part.captions.is_empty() {
-                let jsonl = ObjectWriter::new(client, &output.bucket, &jsonl_key, "application/jsonl");
+                let jsonl =
+                    ObjectWriter::new(client, &output.bucket, &jsonl_key, "application/jsonl");
                 let mut vtt = ObjectWriter::new(client, &output.bucket, &vtt_key, "text/vtt");
                 vtt.write(Vtt::HEADER).await?;
                 caption_sink = Some(CaptionSink {

@@ -56,7 +56,11 @@ impl Vtt {
 fn cue(start: f64, end: f64, text: &str) -> String {
     // A cue's text ends at a blank line and may not contain "-->"; captions
     // are one line, but the model's vocabulary does not promise that.
-    let text = text.split_whitespace().collect::<Vec<_>>().join(" ").replace("-->", "->");
+    let text = text
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .replace("-->", "->");
     if text.is_empty() {
         return String::new();
     }
@@ -67,7 +71,12 @@ fn cue(start: f64, end: f64, text: &str) -> String {
 fn timestamp(seconds: f64) -> String {
     let ms = (seconds.max(0.0) * 1000.0).round() as u64;
     let (h, rest) = (ms / 3_600_000, ms % 3_600_000);
-    format!("{h:02}:{:02}:{:02}.{:03}", rest / 60_000, rest % 60_000 / 1000, rest % 1000)
+    format!(
+        "{h:02}:{:02}:{:02}.{:03}",
+        rest / 60_000,
+        rest % 60_000 / 1000,
+        rest % 1000
+    )
 }
 
 #[cfg(test)]

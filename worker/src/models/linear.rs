@@ -38,9 +38,11 @@ impl Linear {
 impl Module for Linear {
     /// `x`: `[..., in]` → `[..., out]`.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mut dims = x.dims().to_vec();
-        let rows = dims[..dims.len() - 1].iter().product::<usize>();
-        let y = x.reshape((rows, ()))?.matmul(&self.weight.t()?)?;
+        let Some((&in_dim, lead)) = x.dims().split_last() else {
+            bail!("a linear layer needs an input of rank >= 1");
+        };
+        let rows = lead.iter().product::<usize>();
+        let y = x.reshape((rows, in_dim))?.matmul(&self.weight.t()?)?;
         let y = if y.device().is_cpu() {
             y.apply_op2_no_bwd(&self.bias, &BiasAct(self.act))?
         } else {
@@ -50,7 +52,8 @@ impl Module for Linear {
                 Activation::Gelu => y.gelu_erf()?,
             }
         };
-        *dims.last_mut().expect("a tensor of rank >= 1") = y.dim(D::Minus1)?;
+        let mut dims = lead.to_vec();
+        dims.push(y.dim(D::Minus1)?);
         y.reshape(dims)
     }
 }
@@ -81,7 +84,10 @@ impl CustomOp2 for BiasAct {
             bail!("linear-bias-act input must be 2-D, got {:?}", xl.dims());
         };
         if b.len() != cols {
-            bail!("linear-bias-act bias has {} values for {cols} columns", b.len());
+            bail!(
+                "linear-bias-act bias has {} values for {cols} columns",
+                b.len()
+            );
         }
         let mut out = vec![0f32; x.len()];
         let act = self.0;
@@ -122,7 +128,11 @@ mod tests {
             (Activation::Identity, reference.clone()),
             (Activation::Gelu, reference.gelu_erf()?),
         ] {
-            let layer = Linear { weight: w.clone(), bias: b.clone(), act };
+            let layer = Linear {
+                weight: w.clone(),
+                bias: b.clone(),
+                act,
+            };
             let got = layer.forward(&x)?;
             assert_eq!(got.dims(), &[2, 3, 7]);
             let diff = (got - expected)?.abs()?.max_all()?.to_dtype(DType::F32)?;

@@ -87,10 +87,13 @@ impl Config {
         let (v, t) = (&self.vision_config, &self.text_config);
         for (part, act) in [("vision", &v.hidden_act), ("text", &t.hidden_act)] {
             if act != "gelu" {
-                return Err(format!("{part} hidden_act {act:?} is not supported (only \"gelu\")"));
+                return Err(format!(
+                    "{part} hidden_act {act:?} is not supported (only \"gelu\")"
+                ));
             }
         }
-        if v.hidden_size % v.num_attention_heads != 0 || t.hidden_size % t.num_attention_heads != 0 {
+        if v.hidden_size % v.num_attention_heads != 0 || t.hidden_size % t.num_attention_heads != 0
+        {
             return Err("hidden_size must be a multiple of num_attention_heads".into());
         }
         if v.patch_size == 0 || v.image_size % v.patch_size != 0 {

@@ -47,7 +47,9 @@ pub fn generate(
         );
     }
     let mut ctx = decoder.image_context(image_embeds, total)?;
-    let start: Vec<u32> = std::iter::once(specials.bos).chain(prompt.iter().copied()).collect();
+    let start: Vec<u32> = std::iter::once(specials.bos)
+        .chain(prompt.iter().copied())
+        .collect();
     let mut input = Tensor::new(start.as_slice(), device)?
         .unsqueeze(0)?
         .repeat((rows, 1))?;

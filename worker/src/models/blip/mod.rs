@@ -13,7 +13,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use tokenizers::Tokenizer;
 
-pub use config::Config;
+pub use config::{Config, TextConfig, VisionConfig};
 pub use generate::{Limits, Specials, generate};
 pub use text::{ImageContext, TextDecoder};
 pub use vision::VisionModel;
@@ -111,6 +111,16 @@ impl Captioner {
             .map_err(|e| ModelError::Mismatch(format!("cannot tokenize the prompt: {e}")))?
             .get_ids()
             .to_vec();
+        // Checked here so that a bad flag stops the worker at start instead
+        // of failing every batch.
+        let positions = blip.decoder.max_positions();
+        if 1 + prompt.len() + limits.max_tokens > positions {
+            return Err(ModelError::Mismatch(format!(
+                "a prompt of {} tokens plus {} new tokens exceeds the decoder's {positions} positions",
+                prompt.len(),
+                limits.max_tokens
+            )));
+        }
         Ok(Self {
             name: name.to_owned(),
             blip,
@@ -138,10 +148,9 @@ impl Captioner {
             .into_iter()
             .map(|token_ids| {
                 let all: Vec<u32> = self.prompt.iter().chain(&token_ids).copied().collect();
-                let caption = self
-                    .tokenizer
-                    .decode(&all, true)
-                    .map_err(|e| candle_core::Error::Msg(format!("cannot decode a caption: {e}")))?;
+                let caption = self.tokenizer.decode(&all, true).map_err(|e| {
+                    candle_core::Error::Msg(format!("cannot decode a caption: {e}"))
+                })?;
                 Ok(Caption { caption, token_ids })
             })
             .collect()
@@ -159,7 +168,11 @@ impl Model for Captioner {
 
     fn infer(&self, images: Images<'_>) -> candle_core::Result<Outputs> {
         Ok(Outputs {
-            captions: self.caption(images)?.into_iter().map(|c| c.caption).collect(),
+            captions: self
+                .caption(images)?
+                .into_iter()
+                .map(|c| c.caption)
+                .collect(),
             ..Outputs::default()
         })
     }

@@ -6,7 +6,7 @@
 //! the image tokens are computed once per batch (`ImageContext`) instead of
 //! at every step as transformers and candle-transformers do.
 
-use candle_core::{D, Module, Result, Tensor};
+use candle_core::{Module, Result, Tensor};
 use candle_nn::{Embedding, LayerNorm, VarBuilder, embedding, kv_cache::KvCache, layer_norm};
 
 use super::config::TextConfig;
@@ -14,7 +14,9 @@ use crate::models::linear::{Activation, Linear};
 
 fn split_heads(x: &Tensor, heads: usize) -> Result<Tensor> {
     let (b, n, c) = x.dims3()?;
-    x.reshape((b, n, heads, c / heads))?.transpose(1, 2)?.contiguous()
+    x.reshape((b, n, heads, c / heads))?
+        .transpose(1, 2)?
+        .contiguous()
 }
 
 fn merge_heads(x: &Tensor) -> Result<Tensor> {
@@ -185,7 +187,11 @@ impl TextDecoder {
             })
             .collect::<Result<_>>()?;
         Ok(ImageContext {
-            caches: self.layers.iter().map(|_| KvCache::new(2, max_len)).collect(),
+            caches: self
+                .layers
+                .iter()
+                .map(|_| KvCache::new(2, max_len))
+                .collect(),
             image,
             position: 0,
         })
@@ -219,7 +225,9 @@ impl TextDecoder {
         }
         ctx.position += t;
         let last = x.narrow(1, t - 1, 1)?.squeeze(1)?;
-        let h = self.transform_norm.forward(&self.transform.forward(&last)?)?;
+        let h = self
+            .transform_norm
+            .forward(&self.transform.forward(&last)?)?;
         h.matmul(&self.lm_weight.t()?)?.broadcast_add(&self.lm_bias)
     }
 }

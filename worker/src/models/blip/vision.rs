@@ -61,13 +61,20 @@ impl Layer {
             attention: Attention::load(vb.pp("self_attn"), cfg)?,
             norm2: layer_norm(h, eps, vb.pp("layer_norm2"))?,
             fc1: Linear::load(vb.pp("mlp.fc1"), h, cfg.intermediate_size, Activation::Gelu)?,
-            fc2: Linear::load(vb.pp("mlp.fc2"), cfg.intermediate_size, h, Activation::Identity)?,
+            fc2: Linear::load(
+                vb.pp("mlp.fc2"),
+                cfg.intermediate_size,
+                h,
+                Activation::Identity,
+            )?,
         })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let x = (x + self.attention.forward(&self.norm1.forward(x)?)?)?;
-        let mlp = self.fc2.forward(&self.fc1.forward(&self.norm2.forward(&x)?)?)?;
+        let mlp = self
+            .fc2
+            .forward(&self.fc1.forward(&self.norm2.forward(&x)?)?)?;
         x + mlp
     }
 }
@@ -92,7 +99,9 @@ impl VisionModel {
         let (h, p) = (cfg.hidden_size, cfg.patch_size);
         let emb = vb.pp("embeddings");
         let patches = (cfg.image_size / p).pow(2);
-        let patch_weight = emb.get((h, 3, p, p), "patch_embedding.weight")?.reshape((h, 3 * p * p))?;
+        let patch_weight = emb
+            .get((h, 3, p, p), "patch_embedding.weight")?
+            .reshape((h, 3 * p * p))?;
         let device = vb.device();
         Ok(Self {
             patch_weight,
@@ -136,7 +145,9 @@ impl VisionModel {
             .matmul(&self.patch_weight.t()?)?
             .broadcast_add(&self.patch_bias)?
             .reshape((b, gh * gw, ()))?;
-        let class = self.class_embedding.broadcast_as((b, 1, tokens.dim(D::Minus1)?))?;
+        let class = self
+            .class_embedding
+            .broadcast_as((b, 1, tokens.dim(D::Minus1)?))?;
         let mut x = Tensor::cat(&[&class, &tokens], 1)?.broadcast_add(&self.position_embedding)?;
         for layer in &self.layers {
             x = layer.forward(&x)?;
