@@ -105,3 +105,37 @@ impl Config {
         Ok(self)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_fields_take_transformers_defaults_and_cross_width_follows_vision() {
+        let cfg: Config = serde_json::from_str(
+            r#"{"vision_config": {"hidden_size": 1024, "num_attention_heads": 16},
+                "text_config": {"encoder_hidden_size": 768}}"#,
+        )
+        .map_err(|e| e.to_string())
+        .and_then(Config::resolve)
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.text_config.encoder_hidden_size, 1024);
+        assert_eq!(cfg.text_config.num_attention_heads, 8);
+        assert_eq!(cfg.text_config.bos_token_id, 30522);
+        assert_eq!(cfg.vision_config.image_size, 384);
+    }
+
+    #[test]
+    fn unsupported_configs_are_refused() {
+        let refused = |json: &str| {
+            serde_json::from_str::<Config>(json)
+                .map_err(|e| e.to_string())
+                .and_then(Config::resolve)
+                .err()
+        };
+        let act = refused(r#"{"text_config": {"hidden_act": "relu"}}"#);
+        assert!(act.is_some_and(|e| e.contains("relu")));
+        assert!(refused(r#"{"vision_config": {"patch_size": 10}}"#).is_some());
+        assert!(refused(r#"{"text_config": {"num_attention_heads": 7}}"#).is_some());
+    }
+}

@@ -37,15 +37,8 @@ pub fn generate(
 ) -> Result<Vec<Vec<u32>>> {
     let rows = image_embeds.dim(0)?;
     let device = image_embeds.device();
+    decoder.check_fits(prompt.len(), limits.max_tokens)?;
     let total = 1 + prompt.len() + limits.max_tokens;
-    if total > decoder.max_positions() {
-        candle_core::bail!(
-            "prompt of {} tokens plus {} new ones exceeds the decoder's {} positions",
-            prompt.len(),
-            limits.max_tokens,
-            decoder.max_positions()
-        );
-    }
     let mut ctx = decoder.image_context(image_embeds, total)?;
     let start: Vec<u32> = std::iter::once(specials.bos)
         .chain(prompt.iter().copied())

@@ -87,7 +87,7 @@ pub struct Captioner {
 
 /// One caption: the text (prompt included, as transformers decodes it) and
 /// the generated ids after the prompt.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Caption {
     pub caption: String,
     pub token_ids: Vec<u32>,
@@ -111,16 +111,11 @@ impl Captioner {
             .map_err(|e| ModelError::Mismatch(format!("cannot tokenize the prompt: {e}")))?
             .get_ids()
             .to_vec();
-        // Checked here so that a bad flag stops the worker at start instead
-        // of failing every batch.
-        let positions = blip.decoder.max_positions();
-        if 1 + prompt.len() + limits.max_tokens > positions {
-            return Err(ModelError::Mismatch(format!(
-                "a prompt of {} tokens plus {} new tokens exceeds the decoder's {positions} positions",
-                prompt.len(),
-                limits.max_tokens
-            )));
-        }
+        // Checked at load so that a bad flag stops the worker at start
+        // instead of failing every batch.
+        blip.decoder
+            .check_fits(prompt.len(), limits.max_tokens)
+            .map_err(|e| ModelError::Mismatch(e.to_string()))?;
         Ok(Self {
             name: name.to_owned(),
             blip,

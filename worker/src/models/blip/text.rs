@@ -133,6 +133,7 @@ pub struct TextDecoder {
     /// `[vocab, hidden]`: tied to the word embeddings unless stored apart.
     lm_weight: Tensor,
     lm_bias: Tensor,
+    vocab_size: usize,
     max_positions: usize,
 }
 
@@ -162,16 +163,25 @@ impl TextDecoder {
             transform_norm: layer_norm(h, eps, head.pp("transform.LayerNorm"))?,
             lm_weight,
             lm_bias: head.get(cfg.vocab_size, "bias")?,
+            vocab_size: cfg.vocab_size,
             max_positions: cfg.max_position_embeddings,
         })
     }
 
-    pub fn max_positions(&self) -> usize {
-        self.max_positions
+    /// Fails unless `[DEC]`, a prompt of `prompt` tokens and `new` more fit
+    /// the position embeddings.
+    pub fn check_fits(&self, prompt: usize, new: usize) -> Result<()> {
+        if 1 + prompt + new > self.max_positions {
+            candle_core::bail!(
+                "a prompt of {prompt} tokens plus {new} new tokens exceeds the decoder's {} positions",
+                self.max_positions
+            );
+        }
+        Ok(())
     }
 
     pub fn vocab_size(&self) -> usize {
-        self.lm_bias.dims1().unwrap_or(0)
+        self.vocab_size
     }
 
     /// Projects the image tokens `[B, N, E]` once for every layer.
