@@ -108,7 +108,21 @@ impl CustomOp2 for BiasAct {
 }
 
 fn gelu(x: f32) -> f32 {
-    0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2))
+    0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7, < 5e-7 in f32): the formula PyTorch's
+/// vectorised CPU `erf` uses, so GELU here matches transformers on CPU.
+/// Branch-free apart from `exp`, and about twice as fast as libm's `erff`.
+fn erf(x: f32) -> f32 {
+    let a = x.abs();
+    let t = 1.0 / 0.327_591_1f32.mul_add(a, 1.0);
+    let r = 1.061_405_4f32
+        .mul_add(t, -1.453_152)
+        .mul_add(t, 1.421_413_8)
+        .mul_add(t, -0.284_496_74)
+        .mul_add(t, 0.254_829_6);
+    (-(r * t) * (-a * a).exp() + 1.0).copysign(x)
 }
 
 #[cfg(test)]
@@ -116,6 +130,16 @@ mod tests {
     use candle_core::{DType, Device};
 
     use super::*;
+
+    #[test]
+    fn erf_is_within_its_bound_everywhere() {
+        for i in -60_000..=60_000 {
+            let x = i as f32 * 1e-4;
+            let exact = libm::erf(f64::from(x));
+            let err = (f64::from(erf(x)) - exact).abs();
+            assert!(err < 5e-7, "erf({x}): {err}");
+        }
+    }
 
     #[test]
     fn matches_candle_linear_and_gelu() -> Result<()> {
