@@ -21,7 +21,7 @@ impl Sampler {
     pub fn keep(&mut self, index: u64, pts_s: f64) -> bool {
         match self.rule {
             Sampling::All => true,
-            Sampling::EveryNth(n) => index % u64::from(n.max(1)) == 0,
+            Sampling::EveryNth(n) => index.is_multiple_of(u64::from(n.max(1))),
             Sampling::Fps(fps) => {
                 // Tolerate float noise in pts (e.g. 0.9999999 for 1.0).
                 let position = pts_s.max(0.0) * fps + 1e-6;

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use candle_core::{Device, Tensor};
-use worker::models::{EffnetEncoder, Encoder, Images, depthwise};
+use worker::models::{EffnetEncoder, Images, Model, depthwise};
 
 fn time<T>(min: Duration, mut f: impl FnMut() -> T) -> (f64, usize) {
     f(); // warm-up
@@ -39,7 +39,7 @@ fn main() -> anyhow::Result<()> {
             height: h,
         };
         let (secs, _) = time(Duration::from_secs(3), || {
-            encoder.encode(images).map(|e| e.dim)
+            encoder.infer(images).map(|e| e.dim)
         });
         let ips = batch as f64 / secs;
         if batch == 1 {

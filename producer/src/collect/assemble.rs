@@ -127,7 +127,7 @@ async fn assemble(client: &Client, done: &VideoDone) -> anyhow::Result<()> {
                 caption_sink = Some(CaptionSink {
                     jsonl,
                     vtt,
-                    cues: Vtt::new(),
+                    cues: Vtt::default(),
                 });
             }
         }

@@ -12,6 +12,7 @@ pub struct CaptionLine<'a> {
 /// WebVTT from captions arriving in frame order. A cue runs from its
 /// frame's pts to the next sampled frame's, so each cue is written when the
 /// next caption arrives; only one caption is ever held back.
+#[derive(Default)]
 pub struct Vtt {
     pending: Option<(f64, String)>,
     /// Gap between the last two captions, to time the final cue.
@@ -23,13 +24,6 @@ const LONE_CUE_S: f64 = 1.0;
 
 impl Vtt {
     pub const HEADER: &'static [u8] = b"WEBVTT\n";
-
-    pub fn new() -> Self {
-        Self {
-            pending: None,
-            last_gap: None,
-        }
-    }
 
     /// Takes the next caption; returns the text of the cue it completes.
     pub fn push(&mut self, pts_s: f64, caption: &str) -> String {
@@ -92,7 +86,7 @@ mod tests {
 
     #[test]
     fn cues_run_until_the_next_frame() {
-        let mut vtt = Vtt::new();
+        let mut vtt = Vtt::default();
         let mut text = String::from_utf8(Vtt::HEADER.to_vec()).unwrap_or_default();
         text += &vtt.push(0.0, "a dog");
         text += &vtt.push(0.5, "");
@@ -107,7 +101,7 @@ mod tests {
 
     #[test]
     fn a_lone_caption_shows_for_a_second() {
-        let mut vtt = Vtt::new();
+        let mut vtt = Vtt::default();
         assert_eq!(vtt.push(3.0, "x"), "");
         assert_eq!(vtt.finish(), "\n00:00:03.000 --> 00:00:04.000\nx\n");
     }
