@@ -67,7 +67,7 @@ impl Fleet {
         let mut cmd = Command::new(path);
         cmd.env("FF_NAMESPACE", &self.namespace)
             .env("FF_AMQP_URL", &self.amqp_url)
-            .env("RUST_LOG", "info")
+            .env_remove("RUST_LOG")
             .stdin(Stdio::null());
         Ok(cmd)
     }
@@ -127,6 +127,34 @@ impl Fleet {
 
     pub fn log(&self, label: &str) -> String {
         std::fs::read_to_string(self.work.join(format!("{label}.log"))).unwrap_or_default()
+    }
+
+    /// Lines of a process's log that contain every one of `needles`.
+    pub fn log_lines(&self, label: &str, needles: &[&str]) -> usize {
+        self.log(label)
+            .lines()
+            .filter(|l| needles.iter().all(|n| l.contains(n)))
+            .count()
+    }
+
+    /// Waits until a process's log has a line with every one of `needles`.
+    pub async fn wait_for_log(
+        &self,
+        label: &str,
+        needles: &[&str],
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        while self.log_lines(label, needles) == 0 {
+            if Instant::now() > deadline {
+                bail!(
+                    "{label} never logged {needles:?} in {timeout:?}:\n{}",
+                    tail(&self.log(label))
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
     }
 
     pub async fn upload(&self, key: &str, path: &Path) -> anyhow::Result<()> {

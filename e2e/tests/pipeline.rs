@@ -62,6 +62,23 @@ fn make_videos(dir: &Path) -> anyhow::Result<()> {
     let real = std::fs::read(&synthetic)?;
     std::fs::write(dir.join("corrupt.mp4"), &real[..real.len().min(2048)])?;
     std::fs::write(dir.join("notes.txt"), "not a video\n")?;
+    // A WebM cut to its first third: it decodes, but not all of it.
+    let webm = dir.join("full.webm");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=320x240:rate=25",
+        "-t",
+        "3",
+        "-c:v",
+        "libvpx-vp9",
+        "-b:v",
+        "200k",
+        &webm.to_string_lossy(),
+    ])?;
+    let full = std::fs::read(&webm)?;
+    std::fs::write(dir.join("cut.webm"), &full[..full.len() / 3])?;
     Ok(())
 }
 
@@ -144,6 +161,7 @@ async fn videos_become_embeddings_and_failures_become_reasons() -> anyhow::Resul
         .upload("in/corrupt.mp4", &dir.join("corrupt.mp4"))
         .await?;
     fleet.upload("in/notes.txt", &dir.join("notes.txt")).await?;
+    fleet.upload("in/cut.webm", &dir.join("cut.webm")).await?;
     fleet
         .upload(
             "vtest/vtest.avi",
@@ -164,7 +182,7 @@ async fn videos_become_embeddings_and_failures_become_reasons() -> anyhow::Resul
         "producer",
         &["submit", &format!("s3://{bucket}/in/"), "--task", TASK],
     )?;
-    assert!(out.contains("4 videos submitted"), "{out}");
+    assert!(out.contains("5 videos submitted"), "{out}");
     fleet.run(
         "producer",
         &[
@@ -183,6 +201,7 @@ async fn videos_become_embeddings_and_failures_become_reasons() -> anyhow::Resul
         "in/corrupt.mp4",
         "in/notes.txt",
         "vtest/vtest.avi",
+        "in/cut.webm",
     ];
     let status = fleet
         .wait_for_status(&keys, Duration::from_secs(600))
@@ -199,6 +218,18 @@ async fn videos_become_embeddings_and_failures_become_reasons() -> anyhow::Resul
         assert!(error.contains(key), "the reason names the object: {error}");
         assert!(error.len() > key.len() + 10, "the reason says why: {error}");
     }
+
+    // Cut short: outputs for what decoded, and a state that says so.
+    assert_eq!(state(5), "incomplete", "{:#}", status[5]);
+    let error = status[5]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("truncated: frames cover") && error.contains("of the 3.000 s"),
+        "{error}"
+    );
+    assert_eq!(status[5]["coverage"]["declared_s"], 3.0);
+    let cut_frames = status[5]["frames"].as_u64().unwrap_or_default();
+    assert!(cut_frames > 0 && cut_frames < 75, "{cut_frames}");
+    check_video(&fleet, "in/cut.webm", cut_frames).await?;
 
     let synthetic = ffprobe_frames(&dir.join("synthetic.mp4"))?;
     assert_eq!(synthetic, 50);

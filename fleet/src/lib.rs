@@ -4,6 +4,7 @@
 mod args;
 mod broker;
 mod deadletter;
+mod lease;
 mod publish;
 pub mod telemetry;
 mod topology;
@@ -11,5 +12,6 @@ mod topology;
 pub use args::{BrokerArgs, LogArgs, LogFormat};
 pub use broker::{BrokerError, connect, redact_url};
 pub use deadletter::{REASON_HEADER, dead_letter};
+pub use lease::Lease;
 pub use publish::{PendingConfirm, PublishError, Publisher};
 pub use topology::Topology;

@@ -1,13 +1,23 @@
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::LogFormat;
 
 /// Installs the global `tracing` subscriber, writing to stderr so that
-/// stdout stays clean for command output.
+/// stdout stays clean for command output. Colour only when stderr is a
+/// terminal and `NO_COLOR` is unset: a log file or pipe gets plain text.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // lapin logs every channel the broker closes at ERROR, including the
+    // RESOURCE_LOCKED a standby watcher gets each time it tries the lease.
+    // Every such close also reaches our code as an error, which logs it
+    // with context, so lapin's own line is off unless RUST_LOG asks for it.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,lapin::channel=off"));
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

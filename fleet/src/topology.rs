@@ -56,6 +56,16 @@ impl Topology {
         format!("{}.frames.{task}", self.ns)
     }
 
+    /// The lease one watcher of a (source, pipeline) pair holds while active.
+    pub fn watch_lease(&self, instance: &str) -> String {
+        format!("{}.watch.{instance}.lease", self.ns)
+    }
+
+    /// Where that watcher's S3 event notifications wait.
+    pub fn events_queue(&self, instance: &str) -> String {
+        format!("{}.watch.{instance}.events", self.ns)
+    }
+
     pub const VIDEOS_KEY: &'static str = "videos";
     pub const RESULTS_KEY: &'static str = "results";
 
@@ -140,6 +150,23 @@ impl Topology {
             Self::frames_key(task),
         )
         .await
+    }
+
+    /// A watcher's queue of S3 event notifications, bound to the exchange
+    /// the store publishes to (declared here too, so that the order in which
+    /// store and fleet start does not matter). Quorum and dead-lettering as
+    /// every other queue: a notification nobody can read is kept, not lost.
+    pub async fn declare_events(
+        &self,
+        channel: &Channel,
+        queue: &str,
+        exchange: &str,
+        kind: ExchangeKind,
+        key: &str,
+    ) -> Result<(), BrokerError> {
+        self.exchange(channel, exchange, kind).await?;
+        self.queue(channel, queue, self.quorum_args(), exchange, key)
+            .await
     }
 
     /// Removes the given task queues and the core topology, so that a test

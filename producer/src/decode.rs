@@ -11,12 +11,13 @@ use ffmpeg::{
     util::frame::Video as VideoFrame,
 };
 use ffmpeg_next as ffmpeg;
-use schema::{Frame, Sampling};
+use schema::{Coverage, Frame, Sampling};
 use thiserror::Error;
 
 use crate::{
     prebatch::{Batch, Prebatcher},
     sampler::Sampler,
+    timeline::{Timeline, shortfall},
 };
 
 /// Why a video could not be turned into frames. The message names the
@@ -78,8 +79,8 @@ pub struct Settings {
 pub struct Summary {
     pub decoded: u64,
     pub sampled: u64,
-    pub decode_errors: u64,
     pub decode_ms: u64,
+    pub coverage: Coverage,
 }
 
 /// Quiets libav's own stderr chatter; errors still reach us as return values.
@@ -159,8 +160,8 @@ pub fn decode(
         .best(ffmpeg::media::Type::Video)
         .ok_or(DecodeError::NoVideoStream)?;
     let stream_index = stream.index();
-    let time_base = stream.time_base();
-    let rate = stream.avg_frame_rate();
+    let declared_s = declared_duration(&input, &stream);
+    let mut timeline = timeline(&stream);
     let mut decoder = ffmpeg::codec::context::Context::from_parameters(stream.parameters())
         .and_then(|c| c.decoder().video())
         .map_err(DecodeError::Codec)?;
@@ -181,7 +182,7 @@ pub fn decode(
         while decoder.receive_frame(&mut frame).is_ok() {
             let index = *decoded;
             *decoded += 1;
-            let pts_s = pts_seconds(frame.timestamp(), time_base, rate, index);
+            let pts_s = timeline.next(frame.timestamp());
             if !sampler.keep(index, pts_s) {
                 continue;
             }
@@ -232,20 +233,81 @@ pub fn decode(
     {
         return Err(DecodeError::Cancelled);
     }
+    let covered_s = timeline.covered_s();
     Ok(Summary {
         decoded,
         sampled,
-        decode_errors: errors,
         decode_ms: started.elapsed().as_millis() as u64,
+        coverage: Coverage {
+            decode_errors: errors,
+            declared_s,
+            covered_s,
+            incomplete: shortfall(declared_s, covered_s, timeline.interval(), errors),
+        },
     })
 }
 
-/// Presentation time in seconds; streams without timestamps fall back to
-/// the frame's position at the nominal rate.
-fn pts_seconds(ts: Option<i64>, time_base: Rational, rate: Rational, index: u64) -> f64 {
-    match ts {
-        Some(ts) if time_base.denominator() != 0 => ts as f64 * f64::from(time_base),
-        _ if rate.numerator() > 0 => index as f64 * f64::from(rate.invert()),
-        _ => index as f64,
+fn seconds(ts: i64, time_base: Rational) -> Option<f64> {
+    (ts != ffmpeg::ffi::AV_NOPTS_VALUE && time_base.denominator() != 0)
+        .then(|| ts as f64 * f64::from(time_base))
+}
+
+fn timeline(stream: &ffmpeg::format::stream::Stream) -> Timeline {
+    let rate = [stream.avg_frame_rate(), stream.rate()]
+        .into_iter()
+        .find(|r| r.numerator() > 0 && r.denominator() > 0)
+        .map_or(f64::NAN, f64::from);
+    let time_base = stream.time_base();
+    Timeline::new(
+        (time_base.denominator() != 0).then(|| f64::from(time_base)),
+        rate,
+        seconds(stream.start_time(), time_base),
+    )
+}
+
+/// The video stream's duration as the container declares it: the stream's
+/// own duration, else Matroska's per-track `DURATION` tag, else the whole
+/// container's duration when the video is its only stream (otherwise that
+/// figure may belong to a longer audio track).
+fn declared_duration(
+    input: &ffmpeg::format::context::Input,
+    stream: &ffmpeg::format::stream::Stream,
+) -> Option<f64> {
+    let positive = |s: f64| (s.is_finite() && s > 0.0).then_some(s);
+    seconds(stream.duration(), stream.time_base())
+        .and_then(positive)
+        .or_else(|| {
+            stream
+                .metadata()
+                .get("DURATION")
+                .and_then(parse_clock)
+                .and_then(positive)
+        })
+        .or_else(|| {
+            (input.nb_streams() == 1 && input.duration() != ffmpeg::ffi::AV_NOPTS_VALUE)
+                .then(|| input.duration() as f64 / f64::from(ffmpeg::ffi::AV_TIME_BASE))
+                .and_then(positive)
+        })
+}
+
+/// Parses `HH:MM:SS.fraction`, the form of Matroska's `DURATION` tag.
+fn parse_clock(text: &str) -> Option<f64> {
+    let mut parts = text.trim().splitn(3, ':');
+    let h: f64 = parts.next()?.parse().ok()?;
+    let m: f64 = parts.next()?.parse().ok()?;
+    let s: f64 = parts.next()?.parse().ok()?;
+    Some(h * 3600.0 + m * 60.0 + s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_clock;
+
+    #[test]
+    fn matroska_duration_tags() {
+        assert_eq!(parse_clock("00:00:03.000000000"), Some(3.0));
+        assert_eq!(parse_clock("01:02:03.5"), Some(3723.5));
+        assert_eq!(parse_clock("3.0"), None);
+        assert_eq!(parse_clock("aa:00:01"), None);
     }
 }

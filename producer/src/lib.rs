@@ -2,8 +2,10 @@
 
 pub mod collect;
 pub mod decode;
+pub mod discover;
 mod prebatch;
 pub mod produce;
 pub mod s3;
 mod sampler;
 pub mod submit;
+mod timeline;

@@ -8,12 +8,13 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use fleet::{Publisher, Topology};
-use producer::{collect, decode, produce, s3, submit};
+use producer::{collect, decode, discover, produce, s3, submit};
 
-/// Framefleet producer and collector.
+/// Framefleet producer, collector and discovery.
 ///
 /// Exit codes: 0 success (or a clean shutdown on SIGINT/SIGTERM), 1 runtime
-/// error (broker, store), 2 bad usage, 3 `submit` found no object to enqueue.
+/// error (broker, store), 2 bad usage, 3 `submit` queued nothing (no object,
+/// or all done or in flight).
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Cli {
@@ -29,19 +30,29 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Enqueue one video task per object under s3://BUCKET/PREFIX.
+    /// Enqueue one video task per object under s3://BUCKET/PREFIX, once:
+    /// an object whose status records the same ETag and pipeline, or whose
+    /// run is still queued, is skipped unless --force.
     Submit {
         /// s3://BUCKET/PREFIX of the videos.
         source: String,
-        /// Task, i.e. model and output kind.
-        #[arg(long, env = "FF_TASK", default_value = "embed.effnet-lite0")]
-        task: String,
-        /// Which frames to keep: all, fps=F or every=N.
-        #[arg(long, default_value = "all", value_parser = submit::parse_sampling)]
-        sample: schema::Sampling,
-        /// s3://BUCKET/PREFIX for outputs [default: s3://<source bucket>/outputs/].
+        #[command(flatten)]
+        pipeline: discover::PipelineArgs,
+        /// Queue every object as a new run, even if done or in flight.
         #[arg(long)]
-        output: Option<String>,
+        force: bool,
+    },
+    /// Keep watching s3://BUCKET/PREFIX and enqueue each new or changed
+    /// video once (polling, plus S3 event notifications if configured).
+    /// Several watchers of the same prefix and pipeline may run: one is
+    /// active, the others stand by.
+    Watch {
+        /// s3://BUCKET/PREFIX of the videos.
+        source: String,
+        #[command(flatten)]
+        pipeline: discover::PipelineArgs,
+        #[command(flatten)]
+        watch: discover::watch::WatchArgs,
     },
     /// Decode queued videos and publish their frame jobs.
     Run {
@@ -55,6 +66,9 @@ enum Command {
         prefetch: u16,
     },
 }
+
+/// `submit` honours the same claims as `watch`, with watch's default age.
+const CLAIM_TTL_FOR_SUBMIT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -98,6 +112,7 @@ fn stop_on_signal() -> CancellationToken {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let role = match &cli.command {
         Command::Submit { .. } => "submit",
+        Command::Watch { .. } => "watch",
         Command::Run { .. } => "producer",
         Command::Collect { .. } => "collector",
     };
@@ -113,31 +128,46 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let code = match cli.command {
         Command::Submit {
             source,
-            task,
-            sample,
-            output,
+            pipeline,
+            force,
         } => {
             let source = s3::parse_url(&source)?;
-            let output = match output {
-                Some(url) => s3::parse_url(&url)?,
-                None => schema::ObjectRef {
-                    bucket: source.bucket.clone(),
-                    key: "outputs/".into(),
-                },
+            let enqueuer = discover::Enqueuer {
+                s3: &s3,
+                publisher: &publisher,
+                pipeline: discover::Pipeline::resolve(&pipeline, &source)?,
+                claim_ttl: CLAIM_TTL_FOR_SUBMIT,
+                force,
             };
-            let submission = submit::Submission {
-                source,
-                output: submit::normalize_prefix(output),
-                task,
-                sampling: sample,
-            };
-            let count = submit::submit(&s3, &publisher, &submission).await?;
-            println!("{count} videos submitted from {}", submission.source);
-            if count == 0 {
+            let tally = submit::submit(&enqueuer, &source).await?;
+            println!(
+                "{} videos submitted from {source} ({} already done, {} already queued)",
+                tally.queued, tally.done, tally.in_flight
+            );
+            if tally.queued == 0 {
                 ExitCode::from(3)
             } else {
                 ExitCode::SUCCESS
             }
+        }
+        Command::Watch {
+            source,
+            pipeline,
+            watch,
+        } => {
+            let source = s3::parse_url(&source)?;
+            let enqueuer = discover::Enqueuer {
+                s3: &s3,
+                publisher: &publisher,
+                pipeline: discover::Pipeline::resolve(&pipeline, &source)?,
+                claim_ttl: watch.claim_ttl,
+                force: false,
+            };
+            let dead = Publisher::open(&connection, &topology.dead_exchange()).await?;
+            discover::watch::Watcher::new(enqueuer, source, watch, topology, dead)
+                .run(&connection, stop_on_signal())
+                .await?;
+            ExitCode::SUCCESS
         }
         Command::Run { produce } => {
             decode::init().context("cannot initialise libav")?;

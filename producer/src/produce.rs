@@ -14,7 +14,12 @@ use tokio_util::sync::CancellationToken;
 
 use fleet::{Publisher, Topology};
 
-use crate::{decode, prebatch::Batch, s3};
+use crate::{
+    collect::{Layout, Status},
+    decode,
+    prebatch::Batch,
+    s3,
+};
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct ProduceArgs {
@@ -44,6 +49,8 @@ pub struct Producer {
 enum Outcome {
     Done(VideoDone),
     Failed(VideoFailed),
+    /// The run already has its status (a duplicate delivery of the task).
+    AlreadyFinal,
 }
 
 impl Producer {
@@ -150,6 +157,11 @@ impl Producer {
                 tracing::warn!(video = %task.source, reason = %failed.reason, "video failed");
                 Message::VideoFailed(failed)
             }
+            Outcome::AlreadyFinal => {
+                tracing::info!(video = %task.source, id = %task.video_id, "run already finished, duplicate task dropped");
+                delivery.acker.ack(BasicAckOptions::default()).await?;
+                return Ok(());
+            }
         };
         self.publisher
             .publish(
@@ -180,6 +192,7 @@ impl Producer {
             source: task.source.clone(),
             output: task.output.clone(),
             reason: VideoFailed::truncate_reason(&reason),
+            provenance: task.provenance.clone(),
         })
     }
 
@@ -193,6 +206,9 @@ impl Producer {
         let Some(spec) = schema::known_task(&task.task) else {
             return Ok(Self::failed(task, format!("unknown task {}", task.task)));
         };
+        if let Some(outcome) = self.precheck(task).await? {
+            return Ok(outcome);
+        }
         if !self.declared.contains(&task.task) {
             self.topology
                 .declare_frames(self.publisher.channel(), &task.task)
@@ -261,8 +277,8 @@ impl Producer {
             "published {sampled} frames of {} sampled",
             summary.sampled
         );
-        if summary.decode_errors > 0 {
-            tracing::warn!(video = %task.source, packets = summary.decode_errors, "corrupt packets skipped");
+        if let Some(reason) = &summary.coverage.incomplete {
+            tracing::warn!(video = %task.source, reason, "video decoded incompletely");
         }
         Ok(Outcome::Done(VideoDone {
             video_id: task.video_id,
@@ -273,6 +289,35 @@ impl Producer {
             frames: summary.sampled,
             decoded: summary.decoded,
             decode_ms: summary.decode_ms,
+            coverage: summary.coverage,
+            provenance: task.provenance.clone(),
         }))
+    }
+
+    /// Settles without decoding what needs no decoding: a duplicate of a
+    /// run that already has its status, and an object deleted or replaced
+    /// since it was queued (the replacement is a run of its own).
+    async fn precheck(&self, task: &VideoTask) -> anyhow::Result<Option<Outcome>> {
+        let layout = Layout {
+            output: &task.output,
+            source_key: &task.source.key,
+        };
+        if let Some(bytes) = s3::get(&self.s3, &task.output.bucket, &layout.status()).await?
+            && serde_json::from_slice::<Status>(&bytes).is_ok_and(|s| s.video_id == task.video_id)
+        {
+            return Ok(Some(Outcome::AlreadyFinal));
+        }
+        let reason = match (
+            s3::head_etag(&self.s3, &task.source).await?,
+            &task.provenance.etag,
+        ) {
+            (None, _) => format!("{}: the object no longer exists", task.source),
+            (Some(now), Some(queued)) if !now.is_empty() && &now != queued => format!(
+                "{}: the object was replaced after it was queued (ETag {queued}, now {now})",
+                task.source
+            ),
+            _ => return Ok(None),
+        };
+        Ok(Some(Self::failed(task, reason)))
     }
 }

@@ -64,24 +64,108 @@ pub async fn presigned_get(
     Ok(request.uri().to_owned())
 }
 
-/// Every key under `prefix`, page by page.
-pub async fn list(client: &Client, bucket: &str, prefix: &str) -> anyhow::Result<Vec<String>> {
-    let mut keys = Vec::new();
-    let mut pages = client
-        .list_objects_v2()
-        .bucket(bucket)
-        .prefix(prefix)
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.next().await {
-        let page = page.with_context(|| format!("cannot list s3://{bucket}/{prefix}"))?;
-        keys.extend(
+/// ETags arrive quoted in S3 responses and bare in event notifications;
+/// they are compared bare.
+pub fn bare_etag(etag: &str) -> String {
+    etag.trim().trim_matches('"').to_owned()
+}
+
+/// One listed object: its key and bare ETag.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listed {
+    pub key: String,
+    /// Some stores (s3s-fs) leave it out of listings; HEAD has it.
+    pub etag: Option<String>,
+    /// Changes whenever the object does, as far as the listing can tell:
+    /// the ETag, or else size and modification time.
+    pub stamp: String,
+}
+
+/// The objects under a prefix, one page (≤ 1,000 keys) at a time, so that
+/// memory does not grow with the prefix.
+pub struct Pages {
+    client: Client,
+    bucket: String,
+    prefix: String,
+    /// `None` before the first page; `Some(None)` after the last one.
+    next_token: Option<Option<String>>,
+}
+
+impl Pages {
+    pub fn new(client: &Client, bucket: &str, prefix: &str) -> Self {
+        Self {
+            client: client.clone(),
+            bucket: bucket.to_owned(),
+            prefix: prefix.to_owned(),
+            next_token: None,
+        }
+    }
+
+    pub async fn next(&mut self) -> anyhow::Result<Option<Vec<Listed>>> {
+        let token = match &self.next_token {
+            Some(None) => return Ok(None),
+            Some(Some(token)) => Some(token.clone()),
+            None => None,
+        };
+        let page = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&self.prefix)
+            .set_continuation_token(token)
+            .send()
+            .await
+            .with_context(|| format!("cannot list s3://{}/{}", self.bucket, self.prefix))?;
+        self.next_token = Some(
+            page.next_continuation_token()
+                .filter(|_| page.is_truncated() == Some(true))
+                .map(str::to_owned),
+        );
+        Ok(Some(
             page.contents()
                 .iter()
-                .filter_map(|o| o.key().map(str::to_owned)),
-        );
+                .filter_map(|o| {
+                    let etag = o.e_tag().map(bare_etag);
+                    let stamp = etag.clone().unwrap_or_else(|| {
+                        let modified = o.last_modified().map(|t| t.as_nanos());
+                        format!("{:?} bytes, modified {modified:?}", o.size())
+                    });
+                    Some(Listed {
+                        key: o.key()?.to_owned(),
+                        etag,
+                        stamp,
+                    })
+                })
+                .collect(),
+        ))
+    }
+}
+
+/// Every key under `prefix`. For prefixes whose size the caller bounds
+/// (one video's parts); anything open-ended uses `Pages`.
+pub async fn list(client: &Client, bucket: &str, prefix: &str) -> anyhow::Result<Vec<String>> {
+    let mut keys = Vec::new();
+    let mut pages = Pages::new(client, bucket, prefix);
+    while let Some(page) = pages.next().await? {
+        keys.extend(page.into_iter().map(|l| l.key));
     }
     Ok(keys)
+}
+
+/// The object's bare ETag (`Some("")` if the store sends none), or `None`
+/// if the object does not exist.
+pub async fn head_etag(client: &Client, object: &ObjectRef) -> anyhow::Result<Option<String>> {
+    match client
+        .head_object()
+        .bucket(&object.bucket)
+        .key(&object.key)
+        .send()
+        .await
+    {
+        Ok(out) => Ok(Some(bare_etag(out.e_tag().unwrap_or_default()))),
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
+        Err(e) => Err(anyhow::Error::from(e).context(format!("cannot read {object}"))),
+    }
 }
 
 /// The object's bytes, or `None` if it does not exist.

@@ -6,7 +6,7 @@ use crate::{Limits, Message, ValidationError};
 pub const MAGIC: [u8; 2] = *b"FF";
 /// Wire version this build writes and reads. Bump it with any change to
 /// `Message` or a type inside it.
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 
 const HEADER: usize = MAGIC.len() + 2;
 // bincode refuses to allocate past this; one byte over our own message limit.

@@ -36,6 +36,18 @@ pub struct VideoTask {
     pub sampling: Sampling,
     /// Prefix under which the collector writes `embeddings/`, `status/`, ….
     pub output: ObjectRef,
+    pub provenance: Provenance,
+}
+
+/// Which bytes of the source and which pipeline a run is for. Recorded in
+/// the video's status, so discovery can tell a video already done from one
+/// whose object or pipeline changed since.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// The object's ETag when it was queued; `None` if the store gave none.
+    pub etag: Option<String>,
+    /// Hash of the pipeline settings (task, model, sampling, prompt, …).
+    pub fingerprint: String,
 }
 
 /// A sampled frame's position in its video.
@@ -137,6 +149,22 @@ pub struct VideoDone {
     /// Frames decoded, sampled or not.
     pub decoded: u64,
     pub decode_ms: u64,
+    pub coverage: Coverage,
+    pub provenance: Provenance,
+}
+
+/// How much of the video the decoded frames cover, against what the
+/// container declares.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Coverage {
+    /// Packets the decoder rejected; their frames are missing.
+    pub decode_errors: u64,
+    /// The video stream's duration as the container declares it, if it does.
+    pub declared_s: Option<f64>,
+    /// From the stream's start to the end of the last decoded frame.
+    pub covered_s: f64,
+    /// Why the outputs do not cover the whole video; `None` when they do.
+    pub incomplete: Option<String>,
 }
 
 /// Sent by the producer when a video cannot be opened or decoded.
@@ -147,6 +175,7 @@ pub struct VideoFailed {
     pub source: ObjectRef,
     pub output: ObjectRef,
     pub reason: String,
+    pub provenance: Provenance,
 }
 
 /// Everything that travels. One enum so that a queue carrying several kinds

@@ -1,7 +1,8 @@
 use thiserror::Error;
 
 use crate::{
-    FrameJob, FrameResult, Limits, Message, ObjectRef, Sampling, VideoDone, VideoFailed, VideoTask,
+    FrameJob, FrameResult, Limits, Message, ObjectRef, Provenance, Sampling, VideoDone,
+    VideoFailed, VideoTask,
 };
 
 #[derive(Debug, Error, PartialEq)]
@@ -43,8 +44,8 @@ pub enum ValidationError {
     CaptionCount { captions: usize, frames: usize },
     #[error("sampling {0:?} is not usable")]
     BadSampling(Sampling),
-    #[error("frame pts {0} is not finite")]
-    BadPts(f64),
+    #[error("time {0} s is not finite")]
+    BadTime(f64),
 }
 
 type Result = std::result::Result<(), ValidationError>;
@@ -84,7 +85,7 @@ fn frames(list: &[crate::Frame], limits: &Limits) -> Result {
         });
     }
     match list.iter().find(|f| !f.pts_s.is_finite()) {
-        Some(f) => Err(ValidationError::BadPts(f.pts_s)),
+        Some(f) => Err(ValidationError::BadTime(f.pts_s)),
         None => Ok(()),
     }
 }
@@ -124,9 +125,20 @@ fn common(task: &str, source: &ObjectRef, output: &ObjectRef, limits: &Limits) -
     object("output", output, limits)
 }
 
+impl Provenance {
+    pub fn validate(&self, limits: &Limits) -> Result {
+        text("fingerprint", &self.fingerprint, limits)?;
+        match &self.etag {
+            Some(etag) => text("etag", etag, limits),
+            None => Ok(()),
+        }
+    }
+}
+
 impl VideoTask {
     pub fn validate(&self, limits: &Limits) -> Result {
         common(&self.task, &self.source, &self.output, limits)?;
+        self.provenance.validate(limits)?;
         let usable = match self.sampling {
             Sampling::All => true,
             Sampling::Fps(f) => f.is_finite() && f > 0.0,
@@ -217,13 +229,25 @@ impl FrameResult {
 
 impl VideoDone {
     pub fn validate(&self, limits: &Limits) -> Result {
-        common(&self.task, &self.source, &self.output, limits)
+        common(&self.task, &self.source, &self.output, limits)?;
+        self.provenance.validate(limits)?;
+        let c = &self.coverage;
+        for seconds in [Some(c.covered_s), c.declared_s].into_iter().flatten() {
+            if !seconds.is_finite() {
+                return Err(ValidationError::BadTime(seconds));
+            }
+        }
+        match &c.incomplete {
+            Some(reason) => text("incomplete", reason, limits),
+            None => Ok(()),
+        }
     }
 }
 
 impl VideoFailed {
     pub fn validate(&self, limits: &Limits) -> Result {
         common(&self.task, &self.source, &self.output, limits)?;
+        self.provenance.validate(limits)?;
         text("reason", &self.reason, limits)
     }
 

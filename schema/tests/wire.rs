@@ -1,7 +1,7 @@
 use proptest::prelude::*;
 use schema::{
-    DecodeError, Frame, FrameJob, FrameResult, Label, Message, ObjectRef, Sampling, VERSION,
-    ValidationError, VideoDone, VideoFailed, VideoTask, decode, encode,
+    Coverage, DecodeError, Frame, FrameJob, FrameResult, Label, Message, ObjectRef, Provenance,
+    Sampling, VERSION, ValidationError, VideoDone, VideoFailed, VideoTask, decode, encode,
 };
 use uuid::Uuid;
 
@@ -110,16 +110,25 @@ fn result() -> impl Strategy<Value = FrameResult> {
         )
 }
 
+fn provenance() -> impl Strategy<Value = Provenance> {
+    (
+        proptest::option::of("\"[0-9a-f]{32}(-[0-9]{1,3})?\""),
+        "[0-9a-f]{32}",
+    )
+        .prop_map(|(etag, fingerprint)| Provenance { etag, fingerprint })
+}
+
 fn message() -> impl Strategy<Value = Message> {
     prop_oneof![
-        (any::<u128>(), source(), object(), sampling()).prop_map(
-            |(id, source, output, sampling)| {
+        (any::<u128>(), source(), object(), sampling(), provenance()).prop_map(
+            |(id, source, output, sampling, provenance)| {
                 Message::VideoTask(VideoTask {
                     video_id: Uuid::from_u128(id),
                     source,
                     task: "embed.effnet-lite0".into(),
                     sampling,
                     output,
+                    provenance,
                 })
             }
         ),
@@ -130,31 +139,48 @@ fn message() -> impl Strategy<Value = Message> {
             source(),
             object(),
             any::<u32>(),
-            any::<u64>()
+            any::<u64>(),
+            proptest::option::of("\\PC{1,200}"),
+            provenance(),
         )
             .prop_map(
-                |(id, source, output, jobs, frames)| Message::VideoDone(VideoDone {
-                    video_id: Uuid::from_u128(id),
-                    task: "embed.effnet-lite0".into(),
-                    source,
-                    output,
-                    jobs,
-                    frames,
-                    decoded: frames,
-                    decode_ms: 12,
-                })
+                |(id, source, output, jobs, frames, incomplete, provenance)| Message::VideoDone(
+                    VideoDone {
+                        video_id: Uuid::from_u128(id),
+                        task: "embed.effnet-lite0".into(),
+                        source,
+                        output,
+                        jobs,
+                        frames,
+                        decoded: frames,
+                        decode_ms: 12,
+                        coverage: Coverage {
+                            decode_errors: u64::from(jobs % 3),
+                            declared_s: incomplete.as_ref().map(|_| 12.5),
+                            covered_s: 4.25,
+                            incomplete,
+                        },
+                        provenance,
+                    }
+                )
             ),
-        (any::<u128>(), source(), object(), "\\PC{1,200}").prop_map(
-            |(id, source, output, reason)| {
+        (
+            any::<u128>(),
+            source(),
+            object(),
+            "\\PC{1,200}",
+            provenance()
+        )
+            .prop_map(|(id, source, output, reason, provenance)| {
                 Message::VideoFailed(VideoFailed {
                     video_id: Uuid::from_u128(id),
                     task: "embed.effnet-lite0".into(),
                     source,
                     output,
                     reason,
+                    provenance,
                 })
-            }
-        ),
+            }),
     ]
 }
 

@@ -114,3 +114,68 @@ fn captions_files_as_json_lines() -> anyhow::Result<()> {
     std::fs::remove_dir_all(&dir).ok();
     Ok(())
 }
+
+/// A checkpoint whose tokenizer.json carries fixed-length padding and
+/// truncation still loads, and prompts tokenize as transformers does: the
+/// settings are ignored for generation prompts.
+#[test]
+fn tokenizer_padding_and_truncation_are_ignored() -> anyhow::Result<()> {
+    let e: Expected =
+        serde_json::from_str(&std::fs::read_to_string(fixture().join("expected.json"))?)?;
+    let dir = std::env::temp_dir().join(format!("ff-caption-padded-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    for file in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixture().join(file), dir.join(file))?;
+    }
+    let mut tokenizer: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture().join("tokenizer.json"))?)?;
+    tokenizer["padding"] = serde_json::json!({
+        "strategy": {"Fixed": 128}, "direction": "Right", "pad_to_multiple_of": null,
+        "pad_id": 0, "pad_type_id": 0, "pad_token": "[PAD]"
+    });
+    tokenizer["truncation"] = serde_json::json!({
+        "direction": "Right", "max_length": 128, "strategy": "LongestFirst", "stride": 0
+    });
+    std::fs::write(dir.join("tokenizer.json"), tokenizer.to_string())?;
+
+    let c = &e.crops[0];
+    let img = image::open(Path::new(DATA).join(&c.file))?.to_rgb8();
+    let crop = dir.join("crop.png");
+    image::imageops::crop_imm(&img, c.left, c.top, 384, 384)
+        .to_image()
+        .save(&crop)?;
+    for prompt in [None, Some(e.prompt.as_str())] {
+        let mut cmd = worker();
+        cmd.args(["caption", "--model-dir"]).arg(&dir).arg(&crop);
+        if let Some(p) = prompt {
+            cmd.args(["--prompt", p]);
+        }
+        let out = cmd.output()?;
+        assert!(
+            out.status.success(),
+            "prompt {prompt:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line: Value = serde_json::from_slice(&out.stdout)?;
+        if prompt.is_some() {
+            let ids: Vec<u32> = serde_json::from_value(line["token_ids"].clone())?;
+            assert_eq!(ids, e.prompted_ids[0]);
+            assert_eq!(line["caption"], e.prompted_captions[0].as_str());
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
+    Ok(())
+}
+
+/// Logs written to a pipe or file carry no terminal colour codes.
+#[test]
+fn errors_to_a_pipe_are_plain_text() -> anyhow::Result<()> {
+    let out = worker()
+        .args(["caption", "--model-dir", "/nonexistent-model-dir", "x.png"])
+        .output()?;
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("/nonexistent-model-dir"), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "ANSI codes in {stderr:?}");
+    Ok(())
+}

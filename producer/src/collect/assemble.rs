@@ -199,8 +199,12 @@ async fn assemble(client: &Client, done: &VideoDone) -> anyhow::Result<()> {
         outputs.push(format!("s3://{}/{jsonl_key}", output.bucket));
         outputs.push(format!("s3://{}/{vtt_key}", output.bucket));
     }
+    let state = match done.coverage.incomplete {
+        Some(_) => State::Incomplete,
+        None => State::Done,
+    };
     let status = Status {
-        state: State::Done,
+        state,
         video_id: done.video_id,
         source: done.source.to_string(),
         task: done.task.clone(),
@@ -208,12 +212,15 @@ async fn assemble(client: &Client, done: &VideoDone) -> anyhow::Result<()> {
         frames: done.frames,
         decoded: done.decoded,
         jobs: done.jobs,
-        error: None,
+        error: done.coverage.incomplete.clone(),
+        coverage: Some(done.coverage.clone()),
         timings: Timings {
             decode_ms: done.decode_ms,
             compute_ms,
         },
         outputs,
+        etag: done.provenance.etag.clone(),
+        fingerprint: Some(done.provenance.fingerprint.clone()),
         finished_at_unix_ms: now_unix_ms(),
     };
     s3::put(
@@ -224,6 +231,7 @@ async fn assemble(client: &Client, done: &VideoDone) -> anyhow::Result<()> {
         "application/json",
     )
     .await?;
-    tracing::info!(video = %done.source, frames = done.frames, "outputs written");
+    super::release_claim(client, &layout, done.video_id).await?;
+    tracing::info!(video = %done.source, frames = done.frames, state = ?state, "outputs written");
     Ok(())
 }

@@ -32,6 +32,11 @@ impl Layout<'_> {
     pub fn status(&self) -> String {
         self.key("status", ".json")
     }
+
+    /// Discovery's marker that a run of this video is queued.
+    pub fn claim(&self) -> String {
+        self.key(".framefleet/claims", ".json")
+    }
 }
 
 /// Results waiting for their video to complete. Keyed by the submission's
@@ -67,6 +72,7 @@ mod tests {
         assert_eq!(l.captions_jsonl(), "out/captions/videos/a.mp4.jsonl");
         assert_eq!(l.captions_vtt(), "out/captions/videos/a.mp4.vtt");
         assert_eq!(l.status(), "out/status/videos/a.mp4.json");
+        assert_eq!(l.claim(), "out/.framefleet/claims/videos/a.mp4.json");
         // Zero-padded so that listing order is seq order.
         assert_eq!(
             part_key(&output, Uuid::nil(), 7),

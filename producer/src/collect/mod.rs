@@ -26,8 +26,9 @@ use uuid::Uuid;
 use fleet::{Publisher, Topology};
 
 use crate::s3;
-use layout::{Layout, done_key, part_key, parts_prefix};
-use status::{State, Status, now_unix_ms};
+pub(crate) use layout::Layout;
+use layout::{done_key, part_key, parts_prefix};
+pub(crate) use status::{Claim, State, Status, now_unix_ms};
 
 pub struct Collector {
     pub s3: aws_sdk_s3::Client,
@@ -187,6 +188,16 @@ impl Collector {
             output,
             source_key: &failed.source.key,
         };
+        // A run that failed because its object was replaced must not bury
+        // the result of a run over the newer bytes.
+        if let Some(existing) = s3::get(&self.s3, &output.bucket, &layout.status()).await?
+            && let Ok(existing) = serde_json::from_slice::<Status>(&existing)
+            && existing.state != State::Failed
+            && existing.etag != failed.provenance.etag
+        {
+            tracing::warn!(video = %failed.source, reason = %failed.reason, "failure of an older version kept out of the status");
+            return self.delete_parts(output, failed.video_id).await;
+        }
         let status = Status {
             state: State::Failed,
             video_id: failed.video_id,
@@ -197,8 +208,11 @@ impl Collector {
             decoded: 0,
             jobs: 0,
             error: Some(failed.reason.clone()),
+            coverage: None,
             timings: Default::default(),
             outputs: Vec::new(),
+            etag: failed.provenance.etag.clone(),
+            fingerprint: Some(failed.provenance.fingerprint.clone()),
             finished_at_unix_ms: now_unix_ms(),
         };
         s3::put(
@@ -209,16 +223,33 @@ impl Collector {
             "application/json",
         )
         .await?;
-        for key in s3::list(
-            &self.s3,
-            &output.bucket,
-            &parts_prefix(output, failed.video_id),
-        )
-        .await?
-        {
-            s3::delete(&self.s3, &output.bucket, &key).await?;
-        }
+        release_claim(&self.s3, &layout, failed.video_id).await?;
+        self.delete_parts(output, failed.video_id).await?;
         tracing::warn!(video = %failed.source, reason = %failed.reason, "video marked failed");
         Ok(())
     }
+
+    async fn delete_parts(&self, output: &ObjectRef, video_id: Uuid) -> anyhow::Result<()> {
+        for key in s3::list(&self.s3, &output.bucket, &parts_prefix(output, video_id)).await? {
+            s3::delete(&self.s3, &output.bucket, &key).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Deletes discovery's claim once its run has a status, so that the claim
+/// never outlives the run. A claim of another run (newer bytes) stays.
+async fn release_claim(
+    client: &aws_sdk_s3::Client,
+    layout: &Layout<'_>,
+    video_id: Uuid,
+) -> anyhow::Result<()> {
+    let bucket = &layout.output.bucket;
+    let key = layout.claim();
+    if let Some(claim) = s3::get(client, bucket, &key).await?
+        && serde_json::from_slice::<Claim>(&claim).is_ok_and(|c| c.video_id == video_id)
+    {
+        s3::delete(client, bucket, &key).await?;
+    }
+    Ok(())
 }

@@ -5,6 +5,9 @@ use uuid::Uuid;
 #[serde(rename_all = "lowercase")]
 pub enum State {
     Done,
+    /// Outputs were written, but they miss part of the video (truncated
+    /// file, corrupt packets); `error` says what and why.
+    Incomplete,
     Failed,
 }
 
@@ -33,11 +36,35 @@ pub struct Status {
     pub jobs: u32,
     #[serde(default)]
     pub error: Option<String>,
+    /// What the decoded frames cover against the container's declaration;
+    /// absent for a video that could not be decoded.
+    #[serde(default)]
+    pub coverage: Option<schema::Coverage>,
     #[serde(default)]
     pub timings: Timings,
     #[serde(default)]
     pub outputs: Vec<String>,
+    /// The source object's ETag this run read; discovery compares it with
+    /// the object's current one.
+    #[serde(default)]
+    pub etag: Option<String>,
+    /// Hash of the pipeline settings the run used (task, model, sampling,
+    /// prompt, token limit, output prefix).
+    #[serde(default)]
+    pub fingerprint: Option<String>,
     pub finished_at_unix_ms: u64,
+}
+
+/// `.framefleet/claims/<key>.json`: written once a run's task is confirmed
+/// by the broker, deleted by the collector when the run's status is
+/// written. It is what stops the next poll from queueing the same run again
+/// while it is still on its way through the fleet.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Claim {
+    pub video_id: Uuid,
+    pub etag: Option<String>,
+    pub fingerprint: String,
+    pub claimed_at_unix_ms: u64,
 }
 
 pub fn now_unix_ms() -> u64 {

@@ -103,9 +103,15 @@ impl Captioner {
     ) -> Result<Self, ModelError> {
         let blip = Blip::load(dir, device)?;
         let path = dir.join("tokenizer.json");
-        let tokenizer = Tokenizer::from_file(&path).map_err(|e| {
-            ModelError::Mismatch(format!("{} is not a usable tokenizer: {e}", path.display()))
-        })?;
+        let unusable =
+            |e| ModelError::Mismatch(format!("{} is not a usable tokenizer: {e}", path.display()));
+        let mut tokenizer = Tokenizer::from_file(&path).map_err(unusable)?;
+        // A checkpoint's tokenizer.json may carry the padding and truncation
+        // it was trained with; transformers ignores both when it tokenizes a
+        // generation prompt, and a prompt padded to a fixed length would not
+        // fit the decoder's positions.
+        tokenizer.with_padding(None);
+        tokenizer.with_truncation(None).map_err(unusable)?;
         let prompt = tokenizer
             .encode(prompt, false)
             .map_err(|e| ModelError::Mismatch(format!("cannot tokenize the prompt: {e}")))?

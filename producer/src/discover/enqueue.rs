@@ -1,0 +1,131 @@
+//! The one decision `submit` and `watch` share: is this object, at these
+//! bytes, under this pipeline, already done, already queued, or due?
+
+use std::time::Duration;
+
+use anyhow::Context;
+use schema::{Message, ObjectRef, Provenance, VideoTask};
+use uuid::Uuid;
+
+use fleet::{Publisher, Topology};
+
+use super::pipeline::Pipeline;
+use crate::{
+    collect::{Claim, Layout, Status, now_unix_ms},
+    s3,
+};
+
+/// A bucket object as listed or announced: its key and ETag.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    pub object: ObjectRef,
+    /// Bare (`s3::bare_etag`); `None` when the listing left it out, and
+    /// `consider` asks the store.
+    pub etag: Option<String>,
+}
+
+/// What became of one candidate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A status records these bytes and this pipeline.
+    Done,
+    /// A live claim says this run is queued or running.
+    InFlight,
+    /// The object was deleted since it was listed.
+    Gone,
+    /// Queued now, as this run.
+    Queued(Uuid),
+}
+
+pub struct Enqueuer<'a> {
+    pub s3: &'a aws_sdk_s3::Client,
+    pub publisher: &'a Publisher,
+    pub pipeline: Pipeline,
+    /// A claim older than this whose run never wrote a status is presumed
+    /// lost (dead-lettered, purged) and the run is queued again.
+    pub claim_ttl: Duration,
+    /// Queue even what is done or in flight, as a new run.
+    pub force: bool,
+}
+
+impl Enqueuer<'_> {
+    pub async fn consider(&self, c: &Candidate) -> anyhow::Result<Outcome> {
+        let etag = match &c.etag {
+            Some(etag) => Some(etag.clone()),
+            None => match s3::head_etag(self.s3, &c.object).await? {
+                None => return Ok(Outcome::Gone),
+                Some(etag) => Some(etag).filter(|e| !e.is_empty()),
+            },
+        };
+        let c = &Candidate {
+            object: c.object.clone(),
+            etag,
+        };
+        let fingerprint = self.pipeline.fingerprint();
+        let layout = Layout {
+            output: &self.pipeline.output,
+            source_key: &c.object.key,
+        };
+        let bucket = &self.pipeline.output.bucket;
+        let video_id = if self.force {
+            Uuid::new_v4()
+        } else {
+            if let Some(status) = s3::get(self.s3, bucket, &layout.status()).await?
+                && let Ok(status) = serde_json::from_slice::<Status>(&status)
+                && status.etag == c.etag
+                && status.fingerprint.as_deref() == Some(fingerprint.as_str())
+            {
+                return Ok(Outcome::Done);
+            }
+            let video_id = self.pipeline.video_id(&c.object, c.etag.as_deref());
+            if let Some(claim) = s3::get(self.s3, bucket, &layout.claim()).await?
+                && let Ok(claim) = serde_json::from_slice::<Claim>(&claim)
+                && claim.video_id == video_id
+            {
+                let age = now_unix_ms().saturating_sub(claim.claimed_at_unix_ms);
+                if u128::from(age) < self.claim_ttl.as_millis() {
+                    return Ok(Outcome::InFlight);
+                }
+                tracing::warn!(video = %c.object, %video_id, age_s = age / 1000, "claim expired without a status, queueing the run again");
+            }
+            video_id
+        };
+        let task = VideoTask {
+            video_id,
+            source: c.object.clone(),
+            task: self.pipeline.task.clone(),
+            sampling: self.pipeline.sampling,
+            output: self.pipeline.output.clone(),
+            provenance: Provenance {
+                etag: c.etag.clone(),
+                fingerprint: fingerprint.clone(),
+            },
+        };
+        self.publisher
+            .publish(
+                Topology::VIDEOS_KEY,
+                &schema::encode(&Message::VideoTask(task))?,
+                Default::default(),
+            )
+            .await
+            .with_context(|| format!("queueing {}", c.object))?;
+        // After the confirm: a crash in between queues the run twice, which
+        // the deterministic video id makes harmless; the other order could
+        // leave a claim for a run that was never queued.
+        let claim = Claim {
+            video_id,
+            etag: c.etag.clone(),
+            fingerprint,
+            claimed_at_unix_ms: now_unix_ms(),
+        };
+        s3::put(
+            self.s3,
+            bucket,
+            &layout.claim(),
+            serde_json::to_vec(&claim)?,
+            "application/json",
+        )
+        .await?;
+        Ok(Outcome::Queued(video_id))
+    }
+}

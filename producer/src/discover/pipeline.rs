@@ -1,0 +1,242 @@
+//! What a run is for: the task and the settings that shape its outputs,
+//! hashed into a fingerprint that statuses record.
+
+use anyhow::Context;
+use schema::{ObjectRef, Sampling};
+use uuid::Uuid;
+
+use crate::s3;
+
+/// The pipeline flags `submit` and `watch` share. The model, prompt and
+/// token limit are the workers' settings; the enqueuer only records them in
+/// the fingerprint, so that changing them processes videos again. Compose
+/// gives the watcher and the workers the same variables.
+#[derive(Clone, Debug, clap::Args)]
+pub struct PipelineArgs {
+    /// Task, i.e. model and output kind.
+    #[arg(long, env = "FF_TASK", default_value = "embed.effnet-lite0")]
+    pub task: String,
+
+    /// Which frames to keep: all, fps=F or every=N.
+    #[arg(long, env = "FF_SAMPLE", default_value = "all", value_parser = parse_sampling)]
+    pub sample: Sampling,
+
+    /// s3://BUCKET/PREFIX for outputs [default: s3://<source bucket>/outputs/].
+    #[arg(long, env = "FF_OUTPUT")]
+    pub output: Option<String>,
+
+    /// Identity of the weights the task's workers run (hub repo and
+    /// revision, or a version label of a model directory).
+    #[arg(long, env = "FF_MODEL_ID", default_value = "default")]
+    pub model_id: String,
+
+    /// Prompt of caption tasks' workers.
+    #[arg(long, env = "FF_PROMPT", default_value = "")]
+    pub prompt: String,
+
+    /// Token limit of caption tasks' workers.
+    #[arg(long, env = "FF_MAX_TOKENS", default_value_t = 30)]
+    pub max_tokens: u16,
+}
+
+/// Parses `all`, `fps=F` or `every=N`.
+pub fn parse_sampling(text: &str) -> Result<Sampling, String> {
+    let bad = || format!("sampling {text:?} is not all, fps=F (F > 0) or every=N (N ≥ 1)");
+    match text.split_once('=') {
+        None if text == "all" => Ok(Sampling::All),
+        Some(("fps", f)) => match f.parse::<f64>() {
+            Ok(f) if f.is_finite() && f > 0.0 => Ok(Sampling::Fps(f)),
+            _ => Err(bad()),
+        },
+        Some(("every", n)) => match n.parse::<u32>() {
+            Ok(n) if n >= 1 => Ok(Sampling::EveryNth(n)),
+            _ => Err(bad()),
+        },
+        _ => Err(bad()),
+    }
+}
+
+/// The flag form of a sampling rule; `parse_sampling` reads it back.
+pub fn sampling_text(sampling: Sampling) -> String {
+    match sampling {
+        Sampling::All => "all".into(),
+        Sampling::Fps(f) => format!("fps={f}"),
+        Sampling::EveryNth(n) => format!("every={n}"),
+    }
+}
+
+/// Output prefixes always end in `/` so that keys join cleanly.
+pub fn normalize_prefix(mut output: ObjectRef) -> ObjectRef {
+    if !output.key.is_empty() && !output.key.ends_with('/') {
+        output.key.push('/');
+    }
+    output
+}
+
+/// A resolved pipeline for videos under one source prefix.
+#[derive(Clone, Debug)]
+pub struct Pipeline {
+    pub task: String,
+    pub sampling: Sampling,
+    pub output: ObjectRef,
+    model_id: String,
+    prompt: String,
+    max_tokens: u16,
+}
+
+/// Namespace of Framefleet's name-based UUIDs.
+const ID_NAMESPACE: Uuid = Uuid::from_u128(0x6672_616d_6566_6c65_6574_0000_0000_0001);
+
+impl Pipeline {
+    pub fn resolve(args: &PipelineArgs, source: &ObjectRef) -> anyhow::Result<Self> {
+        schema::known_task(&args.task).with_context(|| format!("unknown task {}", args.task))?;
+        let output = match &args.output {
+            Some(url) => s3::parse_url(url)?,
+            None => ObjectRef {
+                bucket: source.bucket.clone(),
+                key: "outputs/".into(),
+            },
+        };
+        Ok(Self {
+            task: args.task.clone(),
+            sampling: args.sample,
+            output: normalize_prefix(output),
+            model_id: args.model_id.clone(),
+            prompt: args.prompt.clone(),
+            max_tokens: args.max_tokens,
+        })
+    }
+
+    /// Every setting that shapes the outputs, one per line, in a fixed
+    /// order. Prompt and token limit only exist for caption tasks.
+    pub fn description(&self) -> String {
+        let mut text = format!(
+            "task={}\nmodel={}\nsampling={}\noutput={}\n",
+            self.task,
+            self.model_id,
+            sampling_text(self.sampling),
+            self.output
+        );
+        if self.task.starts_with("caption.") {
+            text += &format!("prompt={:?}\nmax_tokens={}\n", self.prompt, self.max_tokens);
+        }
+        text
+    }
+
+    pub fn fingerprint(&self) -> String {
+        Uuid::new_v5(&ID_NAMESPACE, self.description().as_bytes())
+            .simple()
+            .to_string()
+    }
+
+    /// The run's id: the same object bytes under the same pipeline always
+    /// get the same id, so a second enqueue of them is recognisable
+    /// downstream as the same run.
+    pub fn video_id(&self, source: &ObjectRef, etag: Option<&str>) -> Uuid {
+        let name = format!(
+            "{source}\n{}\n{}",
+            etag.unwrap_or_default(),
+            self.fingerprint()
+        );
+        Uuid::new_v5(&ID_NAMESPACE, name.as_bytes())
+    }
+
+    /// Whether a key is one of the pipeline's own outputs or a folder
+    /// marker, never a video to process.
+    pub fn is_own_or_marker(&self, object: &ObjectRef) -> bool {
+        let is_output = self.output.bucket == object.bucket
+            && !self.output.key.is_empty()
+            && object.key.starts_with(&self.output.key);
+        object.key.ends_with('/') || is_output
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> PipelineArgs {
+        PipelineArgs {
+            task: "caption.blip-base".into(),
+            sample: Sampling::Fps(2.0),
+            output: None,
+            model_id: "Salesforce/blip-image-captioning-base@main".into(),
+            prompt: String::new(),
+            max_tokens: 30,
+        }
+    }
+
+    fn source() -> ObjectRef {
+        ObjectRef {
+            bucket: "b".into(),
+            key: "videos/".into(),
+        }
+    }
+
+    #[test]
+    fn sampling_flags() {
+        assert_eq!(parse_sampling("all"), Ok(Sampling::All));
+        assert_eq!(parse_sampling("fps=2.5"), Ok(Sampling::Fps(2.5)));
+        assert_eq!(parse_sampling("every=10"), Ok(Sampling::EveryNth(10)));
+        for rule in [Sampling::All, Sampling::Fps(0.5), Sampling::EveryNth(3)] {
+            assert_eq!(parse_sampling(&sampling_text(rule)), Ok(rule));
+        }
+        for bad in [
+            "fps=0", "fps=-1", "fps=nan", "every=0", "every=x", "most", "fps",
+        ] {
+            assert!(parse_sampling(bad).is_err(), "{bad} must be refused");
+        }
+    }
+
+    #[test]
+    fn every_setting_changes_the_fingerprint() -> anyhow::Result<()> {
+        let base = Pipeline::resolve(&args(), &source())?;
+        assert_eq!(base.output.to_string(), "s3://b/outputs/");
+        let mut variants = Vec::new();
+        let mut a = args();
+        a.task = "caption.blip-large".into();
+        variants.push(a);
+        let mut a = args();
+        a.sample = Sampling::Fps(1.0);
+        variants.push(a);
+        let mut a = args();
+        a.output = Some("s3://b/other".into());
+        variants.push(a);
+        let mut a = args();
+        a.model_id = "v2".into();
+        variants.push(a);
+        let mut a = args();
+        a.prompt = "a picture of".into();
+        variants.push(a);
+        let mut a = args();
+        a.max_tokens = 20;
+        variants.push(a);
+        for v in &variants {
+            let other = Pipeline::resolve(v, &source())?;
+            assert_ne!(other.fingerprint(), base.fingerprint(), "{v:?}");
+        }
+        // Stable across processes: the fingerprint is a pure function.
+        assert_eq!(
+            base.fingerprint(),
+            Pipeline::resolve(&args(), &source())?.fingerprint()
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn video_ids_follow_object_bytes_and_pipeline() -> anyhow::Result<()> {
+        let p = Pipeline::resolve(&args(), &source())?;
+        let a = ObjectRef {
+            bucket: "b".into(),
+            key: "videos/a.mp4".into(),
+        };
+        assert_eq!(p.video_id(&a, Some("e1")), p.video_id(&a, Some("e1")));
+        assert_ne!(p.video_id(&a, Some("e1")), p.video_id(&a, Some("e2")));
+        assert!(p.is_own_or_marker(&ObjectRef {
+            bucket: "b".into(),
+            key: "outputs/status/x.json".into()
+        }));
+        assert!(!p.is_own_or_marker(&a));
+        Ok(())
+    }
+}

@@ -1,0 +1,191 @@
+//! The decode path on real and deliberately damaged files: frame times
+//! always increase, and a video cut short is reported as incomplete.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use producer::decode::{self, Settings, Summary};
+use schema::{Frame, Sampling};
+
+const DATA: &str = "/usr/share/doc/opencv-doc/examples/data";
+
+fn work_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ff-decode-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+fn ffmpeg(args: &[&str]) {
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args(args)
+        .output()
+        .expect("ffmpeg runs");
+    assert!(
+        out.status.success(),
+        "ffmpeg {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The first `num / den` of a file's bytes, as a cut upload would leave it.
+fn cut(path: &Path, num: usize, den: usize) -> PathBuf {
+    let bytes = std::fs::read(path).expect("read");
+    let out = path.with_extension(format!("cut{num}of{den}.{}", ext(path)));
+    std::fs::write(&out, &bytes[..bytes.len() * num / den]).expect("write");
+    out
+}
+
+fn ext(path: &Path) -> String {
+    path.extension()
+        .map(|e| e.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn run(path: &Path) -> (Summary, Vec<Frame>) {
+    decode::init().expect("libav");
+    let settings = Settings {
+        width: 32,
+        height: 32,
+        sampling: Sampling::All,
+        job_frames: 16,
+        job_bytes: 1 << 20,
+    };
+    let mut frames = Vec::new();
+    let summary = decode::decode(&path.to_string_lossy(), &settings, |batch| {
+        frames.extend(batch.frames);
+        true
+    })
+    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (summary, frames)
+}
+
+fn assert_increasing(name: &str, frames: &[Frame]) {
+    for w in frames.windows(2) {
+        assert!(
+            w[1].pts_s > w[0].pts_s,
+            "{name}: frame {} at {} s does not follow frame {} at {} s",
+            w[1].index,
+            w[1].pts_s,
+            w[0].index,
+            w[0].pts_s
+        );
+    }
+}
+
+/// Megamind.avi's last frame comes out of the decoder's flush without a
+/// timestamp of its own (regression: it repeated frame 269's).
+#[test]
+fn avi_without_packet_timestamps_gets_increasing_pts() {
+    let (summary, frames) = run(&Path::new(DATA).join("Megamind.avi"));
+    assert_eq!(summary.decoded, 270);
+    assert_increasing("Megamind.avi", &frames);
+    let step = frames[269].pts_s - frames[268].pts_s;
+    assert!((step - 125.0 / 2997.0).abs() < 1e-9, "last step {step}");
+    assert_eq!(summary.coverage.incomplete, None, "{:?}", summary.coverage);
+}
+
+#[test]
+fn complete_real_footage_is_complete() {
+    let (summary, frames) = run(&Path::new(DATA).join("vtest.avi"));
+    assert_increasing("vtest.avi", &frames);
+    assert_eq!(summary.coverage.incomplete, None, "{:?}", summary.coverage);
+    assert!(summary.coverage.declared_s.is_some());
+}
+
+#[test]
+fn a_truncated_webm_is_incomplete() {
+    let dir = work_dir("webm");
+    let full = dir.join("full.webm");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=320x240:rate=25",
+        "-t",
+        "3",
+        "-c:v",
+        "libvpx-vp9",
+        "-b:v",
+        "200k",
+        &full.to_string_lossy(),
+    ]);
+    let (summary, _) = run(&full);
+    assert_eq!(summary.coverage.incomplete, None, "{:?}", summary.coverage);
+    assert_eq!(summary.coverage.declared_s, Some(3.0));
+
+    let (summary, frames) = run(&cut(&full, 1, 3));
+    assert!(
+        summary.decoded > 5 && summary.decoded < 60,
+        "{}",
+        summary.decoded
+    );
+    assert_increasing("third.webm", &frames);
+    let reason = summary.coverage.incomplete.expect("cut video flagged");
+    assert!(reason.starts_with("truncated: frames cover"), "{reason}");
+    assert!(reason.contains("of the 3.000 s"), "{reason}");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn a_truncated_mp4_with_audio_is_incomplete() {
+    let dir = work_dir("mp4");
+    let full = dir.join("av.mp4");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=320x240:rate=25",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=d=3",
+        "-t",
+        "3",
+        "-c:v",
+        "libx264",
+        "-movflags",
+        "+faststart",
+        &full.to_string_lossy(),
+    ]);
+    assert_eq!(run(&full).0.coverage.incomplete, None);
+    let (summary, _) = run(&cut(&full, 1, 2));
+    let reason = summary.coverage.incomplete.expect("cut video flagged");
+    assert!(reason.contains("of the 3.000 s"), "{reason}");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// A video track that ends before its audio is not a truncation: the video
+/// stream's own declared length is what counts.
+#[test]
+fn video_shorter_than_its_audio_is_complete() {
+    let dir = work_dir("short");
+    for container in ["mkv", "mp4"] {
+        let path = dir.join(format!("short.{container}"));
+        ffmpeg(&[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=160x120:rate=10:duration=1",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=d=4",
+            "-c:v",
+            "libx264",
+            "-c:a",
+            "aac",
+            &path.to_string_lossy(),
+        ]);
+        let (summary, frames) = run(&path);
+        assert_eq!(frames.len(), 10);
+        assert_eq!(
+            summary.coverage.incomplete, None,
+            "{container}: {:?}",
+            summary.coverage
+        );
+    }
+    std::fs::remove_dir_all(dir).ok();
+}
