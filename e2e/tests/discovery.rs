@@ -317,7 +317,7 @@ async fn event_notifications_queue_videos() -> anyhow::Result<()> {
     fleet
         .wait_for_log(
             "watch-a",
-            &["malformed event notification dead-lettered"],
+            &["message dead-lettered", "cause=\"not_s3_event\""],
             WAIT,
         )
         .await?;

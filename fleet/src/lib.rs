@@ -5,6 +5,7 @@ mod args;
 mod broker;
 mod deadletter;
 mod lease;
+pub mod metrics;
 mod publish;
 pub mod telemetry;
 mod topology;

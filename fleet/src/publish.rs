@@ -139,6 +139,7 @@ impl Publisher {
             match outcome {
                 Ok(()) => return Ok(()),
                 Err(PublishError::Nacked { .. }) => {
+                    metrics::counter!(crate::metrics::PUBLISH_NACKS).increment(1);
                     tracing::debug!(
                         key,
                         backoff_ms = backoff.as_millis() as u64,

@@ -1,12 +1,13 @@
 use std::io::IsTerminal;
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
 
-use crate::LogFormat;
+use crate::{LogFormat, metrics::FailureCounter};
 
 /// Installs the global `tracing` subscriber, writing to stderr so that
 /// stdout stays clean for command output. Colour only when stderr is a
 /// terminal and `NO_COLOR` is unset: a log file or pipe gets plain text.
+/// Failure events are counted whatever the log filter lets through.
 pub fn init(format: LogFormat) {
     // lapin logs every channel the broker closes at ERROR, including the
     // RESOURCE_LOCKED a standby watcher gets each time it tries the lease.
@@ -15,12 +16,15 @@ pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,lapin::channel=off"));
     let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let text = tracing_subscriber::fmt::layer()
         .with_ansi(colour)
         .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
+    let log = match format {
+        LogFormat::Text => text.with_filter(filter).boxed(),
+        LogFormat::Json => text.json().flatten_event(true).with_filter(filter).boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(log)
+        .with(FailureCounter::layer())
+        .init();
 }

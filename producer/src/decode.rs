@@ -52,6 +52,19 @@ pub enum DecodeError {
 }
 
 impl DecodeError {
+    /// A short, fixed name of the failure, for metrics labels.
+    pub fn cause(&self) -> &'static str {
+        match self {
+            DecodeError::Open(_) => "open",
+            DecodeError::NoVideoStream => "no_video_stream",
+            DecodeError::Codec(_) => "codec",
+            DecodeError::Scale { .. } => "scale",
+            DecodeError::Read { .. } => "read",
+            DecodeError::NoFrames { .. } => "no_frames",
+            DecodeError::Cancelled => "cancelled",
+        }
+    }
+
     /// Whether the failure lies outside the video (the store refused or
     /// failed the read, or we are shutting down), so the task deserves a
     /// retry instead of a `failed` status.
@@ -182,6 +195,7 @@ pub fn decode(
         while decoder.receive_frame(&mut frame).is_ok() {
             let index = *decoded;
             *decoded += 1;
+            metrics::counter!(fleet::metrics::FRAMES_DECODED).increment(1);
             let pts_s = timeline.next(frame.timestamp());
             if !sampler.keep(index, pts_s) {
                 continue;

@@ -24,6 +24,8 @@ struct Cli {
     s3: s3::S3Args,
     #[command(flatten)]
     log: fleet::LogArgs,
+    #[command(flatten)]
+    metrics: fleet::metrics::MetricsArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -116,6 +118,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run { .. } => "producer",
         Command::Collect { .. } => "collector",
     };
+    fleet::metrics::serve(&cli.metrics, role)?;
     let connection = fleet::connect(
         &cli.broker.amqp_url,
         &format!("{role} pid {}", std::process::id()),

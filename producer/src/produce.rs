@@ -48,7 +48,8 @@ pub struct Producer {
 /// What became of one video task.
 enum Outcome {
     Done(VideoDone),
-    Failed(VideoFailed),
+    /// With a short, fixed cause (a metrics label).
+    Failed(&'static str, VideoFailed),
     /// The run already has its status (a duplicate delivery of the task).
     AlreadyFinal,
 }
@@ -117,29 +118,30 @@ impl Producer {
         queue: &str,
         stop: &CancellationToken,
     ) -> anyhow::Result<()> {
-        let task = match schema::decode(&delivery.data) {
-            Ok(Message::VideoTask(t)) => t,
-            Ok(other) => {
-                return self
-                    .reject(
-                        &delivery,
-                        queue,
-                        &format!("expected a video task, got a {}", other.kind()),
-                    )
-                    .await;
-            }
-            Err(e) => {
-                return self
-                    .reject(&delivery, queue, &format!("{:#}", anyhow::Error::from(e)))
-                    .await;
-            }
+        let (cause, reason) = match schema::decode(&delivery.data) {
+            Ok(Message::VideoTask(t)) => return self.handle_task(delivery, t, stop).await,
+            Ok(other) => (
+                "wrong_kind",
+                format!("expected a video task, got a {}", other.kind()),
+            ),
+            Err(e) => (e.cause(), format!("{:#}", anyhow::Error::from(e))),
         };
+        fleet::dead_letter(&self.dead, &delivery, queue, cause, &reason).await?;
+        Ok(())
+    }
+
+    async fn handle_task(
+        &mut self,
+        delivery: Delivery,
+        task: VideoTask,
+        stop: &CancellationToken,
+    ) -> anyhow::Result<()> {
         let outcome = match self.process(&task, stop).await {
             Ok(outcome) => outcome,
             Err(e) => {
                 // Infrastructure trouble (broker, store), not the video's:
                 // requeue; the queue's delivery limit bounds the retries.
-                tracing::error!(video = %task.source, error = format!("{e:#}"), "video task requeued");
+                tracing::error!(failure = "video_requeued", video = %task.source, error = format!("{e:#}"), "video task requeued");
                 let requeue = BasicNackOptions {
                     requeue: true,
                     ..Default::default()
@@ -153,8 +155,8 @@ impl Producer {
                 tracing::info!(video = %task.source, frames = done.frames, jobs = done.jobs, decode_ms = done.decode_ms, "video published");
                 Message::VideoDone(done)
             }
-            Outcome::Failed(failed) => {
-                tracing::warn!(video = %task.source, reason = %failed.reason, "video failed");
+            Outcome::Failed(cause, failed) => {
+                tracing::warn!(failure = "video_failed", cause, video = %task.source, reason = %failed.reason, "video failed");
                 Message::VideoFailed(failed)
             }
             Outcome::AlreadyFinal => {
@@ -174,26 +176,18 @@ impl Producer {
         Ok(())
     }
 
-    async fn reject(&self, delivery: &Delivery, queue: &str, reason: &str) -> anyhow::Result<()> {
-        tracing::warn!(
-            queue,
-            tag = delivery.delivery_tag,
-            reason,
-            "malformed video task dead-lettered"
-        );
-        fleet::dead_letter(&self.dead, delivery, queue, reason).await?;
-        Ok(())
-    }
-
-    fn failed(task: &VideoTask, reason: String) -> Outcome {
-        Outcome::Failed(VideoFailed {
-            video_id: task.video_id,
-            task: task.task.clone(),
-            source: task.source.clone(),
-            output: task.output.clone(),
-            reason: VideoFailed::truncate_reason(&reason),
-            provenance: task.provenance.clone(),
-        })
+    fn failed(task: &VideoTask, cause: &'static str, reason: String) -> Outcome {
+        Outcome::Failed(
+            cause,
+            VideoFailed {
+                video_id: task.video_id,
+                task: task.task.clone(),
+                source: task.source.clone(),
+                output: task.output.clone(),
+                reason: VideoFailed::truncate_reason(&reason),
+                provenance: task.provenance.clone(),
+            },
+        )
     }
 
     /// Decodes and publishes every job of one video. `Err` is for failures
@@ -204,7 +198,11 @@ impl Producer {
         stop: &CancellationToken,
     ) -> anyhow::Result<Outcome> {
         let Some(spec) = schema::known_task(&task.task) else {
-            return Ok(Self::failed(task, format!("unknown task {}", task.task)));
+            return Ok(Self::failed(
+                task,
+                "unknown_task",
+                format!("unknown task {}", task.task),
+            ));
         };
         if let Some(outcome) = self.precheck(task).await? {
             return Ok(outcome);
@@ -241,7 +239,8 @@ impl Producer {
             while pending.len() >= in_flight {
                 pending.join_next().await.context("publish set empty")???;
             }
-            sampled += batch.frames.len() as u64;
+            let batch_frames = batch.frames.len();
+            sampled += batch_frames as u64;
             let job = FrameJob {
                 video_id: task.video_id,
                 task: task.task.clone(),
@@ -257,10 +256,14 @@ impl Producer {
             let payload = schema::encode(&Message::FrameJob(job))?;
             let publisher = self.publisher.clone();
             let key = task.task.clone();
+            let frames = batch_frames as u64;
             pending.spawn(async move {
                 publisher
                     .publish(Topology::frames_key(&key), &payload, Default::default())
-                    .await
+                    .await?;
+                metrics::counter!(fleet::metrics::FRAMES_PUBLISHED).increment(frames);
+                metrics::counter!(fleet::metrics::JOBS_PUBLISHED).increment(1);
+                Ok::<_, fleet::PublishError>(())
             });
         }
         drop(rx);
@@ -270,13 +273,20 @@ impl Producer {
         let summary = match decoding.await? {
             Ok(summary) => summary,
             Err(e) if e.is_transient() => anyhow::bail!("reading {}: {e}", task.source),
-            Err(e) => return Ok(Self::failed(task, format!("{}: {e}", task.source))),
+            Err(e) => {
+                return Ok(Self::failed(
+                    task,
+                    e.cause(),
+                    format!("{}: {e}", task.source),
+                ));
+            }
         };
         anyhow::ensure!(
             sampled == summary.sampled,
             "published {sampled} frames of {} sampled",
             summary.sampled
         );
+        metrics::counter!(fleet::metrics::DECODE_ERRORS).increment(summary.coverage.decode_errors);
         if let Some(reason) = &summary.coverage.incomplete {
             tracing::warn!(video = %task.source, reason, "video decoded incompletely");
         }
@@ -307,17 +317,23 @@ impl Producer {
         {
             return Ok(Some(Outcome::AlreadyFinal));
         }
-        let reason = match (
+        let (cause, reason) = match (
             s3::head_etag(&self.s3, &task.source).await?,
             &task.provenance.etag,
         ) {
-            (None, _) => format!("{}: the object no longer exists", task.source),
-            (Some(now), Some(queued)) if !now.is_empty() && &now != queued => format!(
-                "{}: the object was replaced after it was queued (ETag {queued}, now {now})",
-                task.source
+            (None, _) => (
+                "gone",
+                format!("{}: the object no longer exists", task.source),
+            ),
+            (Some(now), Some(queued)) if !now.is_empty() && &now != queued => (
+                "replaced",
+                format!(
+                    "{}: the object was replaced after it was queued (ETag {queued}, now {now})",
+                    task.source
+                ),
             ),
             _ => return Ok(None),
         };
-        Ok(Some(Self::failed(task, reason)))
+        Ok(Some(Self::failed(task, cause, reason)))
     }
 }

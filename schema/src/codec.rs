@@ -44,6 +44,21 @@ pub enum DecodeError {
     Invalid(#[from] ValidationError),
 }
 
+impl DecodeError {
+    /// A short, fixed name of the kind of error, for metrics labels.
+    pub fn cause(&self) -> &'static str {
+        match self {
+            DecodeError::TooShort(_) => "too_short",
+            DecodeError::BadMagic => "bad_magic",
+            DecodeError::UnsupportedVersion { .. } => "unsupported_version",
+            DecodeError::TooLarge { .. } => "too_large",
+            DecodeError::Corrupt(_) => "corrupt",
+            DecodeError::TrailingBytes(_) => "trailing_bytes",
+            DecodeError::Invalid(_) => "invalid",
+        }
+    }
+}
+
 /// Validates and encodes a message with the current version tag.
 pub fn encode(message: &Message) -> Result<Vec<u8>, EncodeError> {
     message.validate(&Limits::DEFAULT)?;

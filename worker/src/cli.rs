@@ -77,6 +77,9 @@ pub struct RunArgs {
     pub broker: fleet::BrokerArgs,
 
     #[command(flatten)]
+    pub metrics: fleet::metrics::MetricsArgs,
+
+    #[command(flatten)]
     pub model: ModelArgs,
 
     #[command(flatten)]

@@ -23,23 +23,34 @@ pub struct Intake {
 }
 
 impl Intake {
-    fn check(&self, delivery: &Delivery) -> Result<FrameJob, String> {
+    /// The job, or why it can never be processed: a fixed cause (a metrics
+    /// label) and the full reason.
+    fn check(&self, delivery: &Delivery) -> Result<FrameJob, (&'static str, String)> {
         match schema::decode(&delivery.data) {
-            Ok(Message::FrameJob(job)) if job.task != self.task => Err(format!(
-                "job for task {} arrived on the {} queue",
-                job.task, self.task
+            Ok(Message::FrameJob(job)) if job.task != self.task => Err((
+                "wrong_task",
+                format!(
+                    "job for task {} arrived on the {} queue",
+                    job.task, self.task
+                ),
             )),
             Ok(Message::FrameJob(job))
                 if (job.width as usize, job.height as usize) != self.size =>
             {
-                Err(format!(
-                    "frames are {}x{}, task {} needs {}x{}",
-                    job.width, job.height, self.task, self.size.0, self.size.1
+                Err((
+                    "wrong_size",
+                    format!(
+                        "frames are {}x{}, task {} needs {}x{}",
+                        job.width, job.height, self.task, self.size.0, self.size.1
+                    ),
                 ))
             }
             Ok(Message::FrameJob(job)) => Ok(job),
-            Ok(other) => Err(format!("expected a frame job, got a {}", other.kind())),
-            Err(e) => Err(format!("{:#}", anyhow::Error::from(e))),
+            Ok(other) => Err((
+                "wrong_kind",
+                format!("expected a frame job, got a {}", other.kind()),
+            )),
+            Err(e) => Err((e.cause(), format!("{:#}", anyhow::Error::from(e)))),
         }
     }
 
@@ -70,9 +81,8 @@ impl Intake {
                         return Ok(());
                     }
                 }
-                Err(reason) => {
-                    tracing::warn!(queue = %self.queue, tag = delivery.delivery_tag, reason, "malformed job dead-lettered");
-                    fleet::dead_letter(&self.dead, &delivery, &self.queue, &reason).await?;
+                Err((cause, reason)) => {
+                    fleet::dead_letter(&self.dead, &delivery, &self.queue, cause, &reason).await?;
                 }
             }
         }

@@ -27,8 +27,12 @@ impl Reply {
         while let Some(batch) = finished.recv().await {
             match batch.outcome {
                 Ok(outputs) => {
-                    frames_done +=
-                        self.publish(batch.jobs, &outputs, batch.compute_ms).await? as u64;
+                    let frames = self.publish(batch.jobs, &outputs, batch.compute_ms).await?;
+                    metrics::counter!(fleet::metrics::FRAMES_INFERRED).increment(frames as u64);
+                    metrics::histogram!(fleet::metrics::BATCH_FRAMES).record(frames as f64);
+                    metrics::histogram!(fleet::metrics::MODEL_SECONDS)
+                        .record(f64::from(batch.compute_ms) / 1000.0);
+                    frames_done += frames as u64;
                     if last_report.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY) {
                         let secs = started.elapsed().as_secs_f64().max(1e-3);
                         tracing::info!(
@@ -40,7 +44,7 @@ impl Reply {
                     }
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, jobs = batch.jobs.len(), "model failed, requeueing jobs");
+                    tracing::error!(failure = "model_error", error = %e, jobs = batch.jobs.len(), "model failed, requeueing jobs");
                     for j in batch.jobs {
                         let requeue = BasicNackOptions {
                             requeue: true,
@@ -90,10 +94,11 @@ impl Reply {
             self.results
                 .publish(Topology::RESULTS_KEY, &payload, Default::default())
                 .await?;
-            if let Err(e) = j.delivery.acker.ack(BasicAckOptions::default()).await {
+            match j.delivery.acker.ack(BasicAckOptions::default()).await {
+                Ok(_) => metrics::counter!(fleet::metrics::JOBS_ACKED).increment(1),
                 // The result is out; the job comes back after reconnect and
                 // its duplicate result is absorbed by the idempotent collector.
-                tracing::warn!(error = %e, "ack failed after publishing the result");
+                Err(e) => tracing::warn!(error = %e, "ack failed after publishing the result"),
             }
         }
         Ok(offset)

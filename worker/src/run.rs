@@ -28,6 +28,7 @@ async fn shutdown_signal(stop: CancellationToken) {
 pub async fn run(cli: RunArgs) -> anyhow::Result<()> {
     let spec =
         schema::known_task(&cli.task).with_context(|| format!("unknown task {}", cli.task))?;
+    fleet::metrics::serve(&cli.metrics, "worker")?;
     let (model, dir) =
         tokio::task::block_in_place(|| load::model_for_task(&cli.task, &cli.model, &cli.caption))?;
     let size = model.input_size();

@@ -232,6 +232,7 @@ async fn assemble(client: &Client, done: &VideoDone) -> anyhow::Result<()> {
     )
     .await?;
     super::release_claim(client, &layout, done.video_id).await?;
-    tracing::info!(video = %done.source, frames = done.frames, state = ?state, "outputs written");
+    metrics::counter!(fleet::metrics::VIDEOS_FINISHED, "state" => state.as_str()).increment(1);
+    tracing::info!(video = %done.source, frames = done.frames, state = state.as_str(), "outputs written");
     Ok(())
 }

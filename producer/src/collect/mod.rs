@@ -76,17 +76,20 @@ impl Collector {
     }
 
     async fn handle(&self, delivery: Delivery, queue: &str) -> anyhow::Result<()> {
-        let message = match schema::decode(&delivery.data) {
+        let rejected = match schema::decode(&delivery.data) {
+            Ok(m @ (Message::FrameResult(_) | Message::VideoDone(_) | Message::VideoFailed(_))) => {
+                Ok(m)
+            }
+            Ok(other) => Err((
+                "wrong_kind",
+                format!("a {} does not belong on the results queue", other.kind()),
+            )),
+            Err(e) => Err((e.cause(), format!("{:#}", anyhow::Error::from(e)))),
+        };
+        let message = match rejected {
             Ok(m) => m,
-            Err(e) => {
-                let reason = format!("{:#}", anyhow::Error::from(e));
-                tracing::warn!(
-                    queue,
-                    tag = delivery.delivery_tag,
-                    reason,
-                    "malformed result dead-lettered"
-                );
-                fleet::dead_letter(&self.dead, &delivery, queue, &reason).await?;
+            Err((cause, reason)) => {
+                fleet::dead_letter(&self.dead, &delivery, queue, cause, &reason).await?;
                 return Ok(());
             }
         };
@@ -98,6 +101,7 @@ impl Collector {
                 // The store is unreachable or refused a write: retry later;
                 // the queue's delivery limit bounds how often.
                 tracing::error!(
+                    failure = "store_error",
                     kind = message.kind(),
                     error = format!("{e:#}"),
                     "result not stored, requeued"
@@ -135,6 +139,7 @@ impl Collector {
                 .await
             }
             Message::VideoFailed(f) => self.fail(f).await,
+            // `handle` dead-letters every other kind before it gets here.
             other => anyhow::bail!("a {} does not belong on the results queue", other.kind()),
         }
     }
@@ -225,6 +230,8 @@ impl Collector {
         .await?;
         release_claim(&self.s3, &layout, failed.video_id).await?;
         self.delete_parts(output, failed.video_id).await?;
+        metrics::counter!(fleet::metrics::VIDEOS_FINISHED, "state" => State::Failed.as_str())
+            .increment(1);
         tracing::warn!(video = %failed.source, reason = %failed.reason, "video marked failed");
         Ok(())
     }

@@ -19,6 +19,16 @@ pub struct Timings {
     pub compute_ms: u64,
 }
 
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Done => "done",
+            State::Incomplete => "incomplete",
+            State::Failed => "failed",
+        }
+    }
+}
+
 /// `status/<key>.json`: written last, so its presence means the outputs
 /// beside it are complete.
 #[derive(Debug, Serialize, Deserialize)]

@@ -126,6 +126,7 @@ impl Enqueuer<'_> {
             "application/json",
         )
         .await?;
+        metrics::counter!(fleet::metrics::VIDEOS_QUEUED).increment(1);
         Ok(Outcome::Queued(video_id))
     }
 }

@@ -218,7 +218,7 @@ impl<'a> Watcher<'a> {
                         Ok(t) if t.queued > 0 => tracing::info!(objects = t.objects, queued = t.queued, done = t.done, in_flight = t.in_flight, not_video = t.not_video, "poll finished"),
                         Ok(t) => tracing::debug!(objects = t.objects, done = t.done, in_flight = t.in_flight, not_video = t.not_video, "poll finished, nothing new"),
                         // The store is down or refuses us: say so, try again next tick.
-                        Err(e) => tracing::error!(source = %self.source, error = format!("{e:#}"), "poll failed"),
+                        Err(e) => tracing::error!(failure = "poll_failed", source = %self.source, error = format!("{e:#}"), "poll failed"),
                     }
                 }
                 event = next_event => match event {
@@ -281,8 +281,7 @@ impl<'a> Watcher<'a> {
         let candidates = match events::created(&delivery.data) {
             Ok(c) => c,
             Err(reason) => {
-                tracing::warn!(queue, reason, "malformed event notification dead-lettered");
-                fleet::dead_letter(&self.dead, &delivery, queue, &reason).await?;
+                fleet::dead_letter(&self.dead, &delivery, queue, "not_s3_event", &reason).await?;
                 return Ok(());
             }
         };
@@ -296,7 +295,11 @@ impl<'a> Watcher<'a> {
             let stamp = candidate.etag.clone().unwrap_or_default();
             if let Err(e) = self.visit(candidate, stamp, &mut tally, "event").await {
                 // The store or broker is unreachable: the event comes back.
-                tracing::error!(error = format!("{e:#}"), "event not handled, requeued");
+                tracing::error!(
+                    failure = "event_requeued",
+                    error = format!("{e:#}"),
+                    "event not handled, requeued"
+                );
                 delivery
                     .acker
                     .nack(BasicNackOptions {
