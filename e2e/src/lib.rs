@@ -102,10 +102,22 @@ impl Fleet {
 
     /// Starts a long-running fleet process; its log goes to `<work>/<label>.log`.
     pub fn spawn(&mut self, label: &str, bin: &str, args: &[&str]) -> anyhow::Result<()> {
+        self.spawn_with_env(label, bin, args, &[])
+    }
+
+    /// `spawn` with extra environment.
+    pub fn spawn_with_env(
+        &mut self,
+        label: &str,
+        bin: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<()> {
         let log = std::fs::File::create(self.work.join(format!("{label}.log")))?;
         let child = self
             .command(bin)?
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()?;

@@ -140,8 +140,16 @@ async fn malformed_jobs_are_dead_lettered_with_the_reason() -> anyhow::Result<()
     }
     let table = fleet.run("ops", &["status"])?;
     assert!(
-        table.starts_with("QUEUE") && table.contains(&topology.frames_queue(TASK)),
+        table.starts_with("QUEUE") && table.contains(&format!("frames.{TASK} ")),
         "{table}"
+    );
+    assert!(
+        table.lines().next().is_some_and(|h| h.ends_with("ETA")),
+        "{table}"
+    );
+    assert!(
+        table.lines().all(|l| l.chars().count() <= 80),
+        "80 columns:\n{table}"
     );
     channel.close(200, "done".into()).await.ok();
     fleet.cleanup(&[TASK]).await

@@ -1,5 +1,6 @@
 //! `ops`: the operator's view of a Framefleet fleet.
 
+mod dead;
 mod status;
 
 use std::{io::Write, process::ExitCode};
@@ -25,9 +26,8 @@ struct Cli {
     #[arg(long, env = "FF_VHOST", default_value = "/")]
     vhost: String,
 
-    /// Prefix of the fleet's exchanges and queues.
-    #[arg(long, env = "FF_NAMESPACE", default_value = "ff")]
-    namespace: String,
+    #[command(flatten)]
+    broker: fleet::BrokerArgs,
 
     #[command(subcommand)]
     command: Command,
@@ -35,12 +35,54 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Depth (ready, unacked), consumers and message rates of every fleet queue.
+    /// Depth (ready, unacked), consumers, message rates and ETA (ready ÷
+    /// ack rate) of every fleet queue.
     Status {
         /// One JSON document instead of a table.
         #[arg(long)]
         json: bool,
     },
+    /// The dead-letter queue: what died, where from, and why.
+    #[command(subcommand)]
+    Dead(DeadCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum DeadCommand {
+    /// Every dead letter with its source queue, reason and video.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One dead letter in full (headers and decoded message), by its # in `list`.
+    Peek { n: usize },
+    /// Put dead letters back on the queue they came from.
+    Requeue(Select),
+    /// Delete dead letters for good.
+    Purge(Select),
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["all", "reason", "n"])))]
+struct Select {
+    /// Every dead letter.
+    #[arg(long)]
+    all: bool,
+    /// Those whose reason contains this text.
+    #[arg(long)]
+    reason: Option<String>,
+    /// These, by their # in `list`.
+    n: Vec<usize>,
+}
+
+impl Select {
+    fn selection(self) -> dead::Selection {
+        match (self.all, self.reason) {
+            (true, _) => dead::Selection::All,
+            (false, Some(r)) => dead::Selection::Reason(r),
+            (false, None) => dead::Selection::Positions(self.n),
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -65,19 +107,47 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let namespace = &cli.broker.namespace;
+    let mut out = std::io::stdout().lock();
     match cli.command {
         Command::Status { json } => {
             let api = status::Api::new(&cli.api_url, &cli.vhost)?;
-            let queues = runtime.block_on(api.queues(&cli.namespace))?;
-            let mut out = std::io::stdout().lock();
+            let queues = runtime.block_on(api.queues(namespace))?;
             if json {
                 serde_json::to_writer_pretty(&mut out, &queues)?;
                 writeln!(out)?;
             } else {
-                status::write_table(&mut out, &queues)?;
+                status::write_table(&mut out, &queues, namespace)?;
             }
-            out.flush()?;
+        }
+        Command::Dead(command) => {
+            let dead = runtime.block_on(dead::DeadQueue::open(&cli.broker.amqp_url, namespace))?;
+            match command {
+                DeadCommand::List { json } => {
+                    let letters = runtime.block_on(dead.list())?;
+                    if json {
+                        serde_json::to_writer_pretty(&mut out, &letters)?;
+                        writeln!(out)?;
+                    } else {
+                        dead::write_table(&mut out, &letters, namespace)?;
+                    }
+                }
+                DeadCommand::Peek { n } => {
+                    let letter = runtime.block_on(dead.peek(n))?;
+                    serde_json::to_writer_pretty(&mut out, &letter)?;
+                    writeln!(out)?;
+                }
+                DeadCommand::Requeue(select) => {
+                    let count = runtime.block_on(dead.requeue(&select.selection()))?;
+                    writeln!(out, "{count} dead letters requeued")?;
+                }
+                DeadCommand::Purge(select) => {
+                    let count = runtime.block_on(dead.purge(&select.selection()))?;
+                    writeln!(out, "{count} dead letters purged")?;
+                }
+            }
         }
     }
+    out.flush()?;
     Ok(())
 }

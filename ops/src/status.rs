@@ -47,6 +47,34 @@ pub struct QueueStatus {
     pub publish_per_s: f64,
     pub deliver_per_s: f64,
     pub ack_per_s: f64,
+    /// Seconds until the ready messages are drained at the current ack
+    /// rate; `None` while nothing is acked.
+    pub eta_s: Option<f64>,
+}
+
+/// Ready ÷ ack rate; 0 for an empty queue, unknown while nothing is acked.
+pub fn eta_s(ready: u64, ack_per_s: f64) -> Option<f64> {
+    if ready == 0 {
+        Some(0.0)
+    } else if ack_per_s > 1e-3 {
+        Some(ready as f64 / ack_per_s)
+    } else {
+        None
+    }
+}
+
+/// `1:02:03`, `4:05`, or `-` when unknown.
+pub fn format_eta(eta_s: Option<f64>) -> String {
+    let Some(s) = eta_s.filter(|s| s.is_finite()) else {
+        return "-".into();
+    };
+    let s = s.round() as u64;
+    let (h, m, s) = (s / 3600, s / 60 % 60, s % 60);
+    if h > 0 {
+        format!("{h}:{m:02}:{s:02}")
+    } else {
+        format!("{m}:{s:02}")
+    }
 }
 
 pub struct Api {
@@ -101,14 +129,16 @@ impl Api {
             .filter(|q| q.name.starts_with(&prefix))
             .map(|q| {
                 let stats = q.message_stats.unwrap_or_default();
+                let ack_per_s = rate(&stats.ack_details);
                 QueueStatus {
+                    eta_s: eta_s(q.messages_ready, ack_per_s),
                     queue: q.name,
                     ready: q.messages_ready,
                     unacked: q.messages_unacknowledged,
                     consumers: q.consumers,
                     publish_per_s: rate(&stats.publish_details),
                     deliver_per_s: rate(&stats.deliver_get_details),
-                    ack_per_s: rate(&stats.ack_details),
+                    ack_per_s,
                 }
             })
             .collect();
@@ -117,24 +147,57 @@ impl Api {
     }
 }
 
-pub fn write_table(out: &mut impl Write, queues: &[QueueStatus]) -> std::io::Result<()> {
+/// The table, 80 columns wide for the standard queues: names lose the
+/// namespace prefix.
+pub fn write_table(
+    out: &mut impl Write,
+    queues: &[QueueStatus],
+    namespace: &str,
+) -> std::io::Result<()> {
+    let short = |q: &str| -> String {
+        q.strip_prefix(namespace)
+            .and_then(|q| q.strip_prefix('.'))
+            .unwrap_or(q)
+            .to_owned()
+    };
     let width = queues
         .iter()
-        .map(|q| q.queue.len())
+        .map(|q| short(&q.queue).len())
         .max()
         .unwrap_or(5)
         .max(5);
     writeln!(
         out,
-        "{:<width$}  {:>8}  {:>8}  {:>9}  {:>9}  {:>9}  {:>9}",
-        "QUEUE", "READY", "UNACKED", "CONSUMERS", "IN/s", "OUT/s", "ACK/s"
+        "{:<width$}  {:>7}  {:>7}  {:>4}  {:>7}  {:>7}  {:>8}",
+        "QUEUE", "READY", "UNACKED", "CONS", "IN/s", "ACK/s", "ETA"
     )?;
     for q in queues {
         writeln!(
             out,
-            "{:<width$}  {:>8}  {:>8}  {:>9}  {:>9.1}  {:>9.1}  {:>9.1}",
-            q.queue, q.ready, q.unacked, q.consumers, q.publish_per_s, q.deliver_per_s, q.ack_per_s
+            "{:<width$}  {:>7}  {:>7}  {:>4}  {:>7.1}  {:>7.1}  {:>8}",
+            short(&q.queue),
+            q.ready,
+            q.unacked,
+            q.consumers,
+            q.publish_per_s,
+            q.ack_per_s,
+            format_eta(q.eta_s)
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eta() {
+        assert_eq!(eta_s(0, 0.0), Some(0.0));
+        assert_eq!(eta_s(100, 0.0), None);
+        assert_eq!(eta_s(100, 4.0), Some(25.0));
+        assert_eq!(format_eta(None), "-");
+        assert_eq!(format_eta(Some(25.0)), "0:25");
+        assert_eq!(format_eta(Some(3723.4)), "1:02:03");
+    }
 }
