@@ -2,6 +2,7 @@
 
 mod dead;
 mod status;
+mod watch;
 
 use std::{io::Write, process::ExitCode};
 
@@ -41,6 +42,14 @@ enum Command {
         /// One JSON document instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Live view: queues with smoothed ETA, videos in flight with frames
+    /// done of total, failures in the last hour, dead letters. Full screen
+    /// on a terminal (q, Esc or Ctrl-C quits); plain lines otherwise.
+    Watch {
+        /// Time between refreshes, e.g. 2s.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        interval: std::time::Duration,
     },
     /// The dead-letter queue: what died, where from, and why.
     #[command(subcommand)]
@@ -119,6 +128,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 status::write_table(&mut out, &queues, namespace)?;
             }
+        }
+        Command::Watch { interval } => {
+            drop(out);
+            let api = status::Api::new(&cli.api_url, &cli.vhost)?;
+            runtime.block_on(watch::run(&api, &cli.broker.amqp_url, namespace, interval))?;
+            return Ok(());
         }
         Command::Dead(command) => {
             let dead = runtime.block_on(dead::DeadQueue::open(&cli.broker.amqp_url, namespace))?;
