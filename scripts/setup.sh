@@ -16,10 +16,11 @@ sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # System packages: libav* headers for ffmpeg-next, clang for its bindgen,
 # ffmpeg/ffprobe for test videos, opencv-doc for real footage, photos and
-# ImageNet class names, RabbitMQ as the broker.
+# ImageNet class names, RabbitMQ as the broker, docker-compose to validate
+# docker-compose.yml (no container engine is needed for `config`).
 packages=(pkg-config clang libclang-dev libavformat-dev libavcodec-dev libavutil-dev
   libswscale-dev libswresample-dev libavfilter-dev libavdevice-dev ffmpeg opencv-doc
-  rabbitmq-server python3-venv curl bc)
+  rabbitmq-server python3-venv curl bc docker-compose)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -30,17 +31,20 @@ if [ ${#missing[@]} -gt 0 ]; then
   sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
 fi
 
-# RabbitMQ, with the management API that `ops status` reads.
+# RabbitMQ, with the management API that `ops` reads and the Prometheus
+# plugin that the compose stack scrapes.
 if ! rabbitmq-diagnostics -q ping >/dev/null 2>&1; then
   log "starting rabbitmq"
   sudo_if_needed rabbitmq-server -detached
   for _ in $(seq 60); do rabbitmq-diagnostics -q ping >/dev/null 2>&1 && break; sleep 1; done
   rabbitmq-diagnostics -q ping >/dev/null
 fi
-if ! rabbitmq-plugins list -e -m 2>/dev/null | grep -qx rabbitmq_management; then
-  log "enabling rabbitmq_management"
-  sudo_if_needed rabbitmq-plugins enable rabbitmq_management >/dev/null
-fi
+for plugin in rabbitmq_management rabbitmq_prometheus; do
+  if ! rabbitmq-plugins list -e -m 2>/dev/null | grep -qx "$plugin"; then
+    log "enabling $plugin"
+    sudo_if_needed rabbitmq-plugins enable "$plugin" >/dev/null
+  fi
+done
 
 # S3-compatible server for tests and the local demo (cached binary).
 export S3S_FS="$FF_CACHE/s3s-fs/bin/s3s-fs"

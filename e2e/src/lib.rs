@@ -125,6 +125,16 @@ impl Fleet {
         Ok(())
     }
 
+    /// The exit status of a spawned process that has already ended.
+    pub fn exited(&mut self, label: &str) -> anyhow::Result<Option<std::process::ExitStatus>> {
+        let (_, child) = self
+            .children
+            .iter_mut()
+            .find(|(l, _)| l == label)
+            .context("no such process")?;
+        Ok(child.try_wait()?)
+    }
+
     pub fn kill(&mut self, label: &str) -> anyhow::Result<()> {
         let pos = self
             .children

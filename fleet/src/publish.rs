@@ -73,6 +73,8 @@ impl Publisher {
             .confirm_select(ConfirmSelectOptions::default())
             .await
             .map_err(BrokerError::protocol("enabling publisher confirms"))?;
+        // Exposed from the start, so that a rate over it reads 0, not nothing.
+        metrics::counter!(crate::metrics::PUBLISH_NACKS).increment(0);
         Ok(Self {
             channel,
             exchange: exchange.to_owned(),
