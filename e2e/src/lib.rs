@@ -297,6 +297,50 @@ fn tail(log: &str) -> &str {
     &log[start..]
 }
 
+impl Fleet {
+    /// Publishes raw bytes to the fleet's jobs exchange under `key`, as a
+    /// misbehaving client would.
+    pub async fn publish_raw(&self, key: &str, body: &[u8]) -> anyhow::Result<()> {
+        let connection = fleet::connect(&self.amqp_url, "e2e raw publish").await?;
+        let channel = connection.create_channel().await?;
+        let exchange = fleet::Topology::new(&self.namespace).jobs_exchange();
+        channel
+            .basic_publish(
+                exchange.as_str().into(),
+                key.into(),
+                lapin::options::BasicPublishOptions::default(),
+                body,
+                lapin::BasicProperties::default(),
+            )
+            .await?
+            .await?;
+        connection.close(200, "done".into()).await.ok();
+        Ok(())
+    }
+}
+
+/// A loopback address nothing listens on yet.
+pub fn free_addr() -> anyhow::Result<String> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .to_string())
+}
+
+/// The body of a plain HTTP/1.0 GET, failing unless the answer is 200.
+pub fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .with_context(|| format!("no HTTP body from {addr}{path}"))?;
+    anyhow::ensure!(head.contains(" 200 "), "{addr}{path}: {head}");
+    Ok(body.to_owned())
+}
+
 /// Runs ffmpeg with `args`, failing with its stderr.
 pub fn ffmpeg(args: &[&str]) -> anyhow::Result<()> {
     let out = Command::new("ffmpeg")

@@ -7,14 +7,13 @@
 
 use std::{
     collections::BTreeSet,
-    io::{Read, Write},
-    net::{TcpListener, TcpStream},
+    io::Write,
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::Duration,
 };
 
-use e2e::{Fleet, env, ffmpeg};
+use e2e::{Fleet, env, ffmpeg, free_addr, http_get};
 use serde_json::Value;
 
 /// The fleet services `docker compose up` starts (no profile).
@@ -89,23 +88,6 @@ fn documented_variables() -> anyhow::Result<BTreeSet<String>> {
         }
     }
     Ok(names)
-}
-
-fn free_addr() -> anyhow::Result<String> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.to_string())
-}
-
-fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
-    let mut stream = TcpStream::connect(addr)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| anyhow::anyhow!("no HTTP body from {addr}{path}"))?;
-    anyhow::ensure!(head.contains(" 200 "), "{addr}{path}: {head}");
-    Ok(body.to_owned())
 }
 
 /// Metric names a PromQL text or a scrape mentions.

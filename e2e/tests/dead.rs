@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use e2e::{Fleet, env, ffmpeg};
-use lapin::{BasicProperties, options::BasicPublishOptions};
 use serde_json::Value;
 
 const TASK: &str = "embed.effnet-lite0";
@@ -101,18 +100,8 @@ async fn dead_letters_are_listed_requeued_and_purged() -> anyhow::Result<()> {
     assert!(dead_letters(&fleet).await?.is_empty());
 
     // Junk on the videos queue dies with Framefleet's own reason; purge by it.
-    let connection = fleet::connect(&fleet.amqp_url, "e2e dead").await?;
-    let channel = connection.create_channel().await?;
-    let topology = fleet::Topology::new(&fleet.namespace);
-    channel
-        .basic_publish(
-            topology.jobs_exchange().as_str().into(),
-            fleet::Topology::VIDEOS_KEY.into(),
-            BasicPublishOptions::default(),
-            b"junk",
-            BasicProperties::default(),
-        )
-        .await?
+    fleet
+        .publish_raw(fleet::Topology::VIDEOS_KEY, b"junk")
         .await?;
     let letters = wait_for_dead_letters(&fleet, 1).await?;
     assert!(
@@ -126,6 +115,5 @@ async fn dead_letters_are_listed_requeued_and_purged() -> anyhow::Result<()> {
     let out = fleet.run("ops", &["dead", "purge", "--reason", "magic"])?;
     assert!(out.contains("1 dead letters purged"), "{out}");
     assert!(dead_letters(&fleet).await?.is_empty());
-    connection.close(200, "done".into()).await.ok();
     fleet.cleanup(&[TASK]).await
 }

@@ -1,36 +1,14 @@
 //! Every fleet process serves Prometheus metrics, and after a run the
 //! scraped counters equal what was actually processed.
 
-use std::{
-    io::{Read, Write},
-    net::{TcpListener, TcpStream},
-    time::Duration,
-};
+use std::time::Duration;
 
-use e2e::{Fleet, OPENCV_DATA, env};
-use lapin::{BasicProperties, options::BasicPublishOptions};
+use e2e::{Fleet, OPENCV_DATA, env, free_addr, http_get};
 
 const TASK: &str = "embed.effnet-lite0";
 
-fn free_addr() -> anyhow::Result<String> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.to_string())
-}
-
-/// GET /metrics over plain HTTP/1.0.
 fn scrape(addr: &str) -> anyhow::Result<String> {
-    let mut stream = TcpStream::connect(addr)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(stream, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| anyhow::anyhow!("no HTTP body from {addr}"))?;
-    anyhow::ensure!(
-        head.starts_with("HTTP/1.") && head.contains(" 200 "),
-        "{head}"
-    );
-    Ok(body.to_owned())
+    http_get(addr, "/metrics")
 }
 
 /// Sum of a metric's samples whose labels contain every one of `labels`.
@@ -112,18 +90,8 @@ async fn scraped_counters_equal_the_work_done() -> anyhow::Result<()> {
     assert_eq!((frames, jobs), (80.0, 5.0), "{s}");
 
     // A malformed task is dead-lettered and counted by cause.
-    let connection = fleet::connect(&fleet.amqp_url, "e2e metrics").await?;
-    let channel = connection.create_channel().await?;
-    let topology = fleet::Topology::new(&fleet.namespace);
-    channel
-        .basic_publish(
-            topology.jobs_exchange().as_str().into(),
-            fleet::Topology::VIDEOS_KEY.into(),
-            BasicPublishOptions::default(),
-            b"garbage",
-            BasicProperties::default(),
-        )
-        .await?
+    fleet
+        .publish_raw(fleet::Topology::VIDEOS_KEY, b"garbage")
         .await?;
     fleet
         .wait_for_log(
@@ -132,7 +100,6 @@ async fn scraped_counters_equal_the_work_done() -> anyhow::Result<()> {
             Duration::from_secs(60),
         )
         .await?;
-    connection.close(200, "done".into()).await.ok();
 
     let p = scrape(&producer)?;
     assert_eq!(

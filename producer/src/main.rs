@@ -40,6 +40,8 @@ enum Command {
         source: String,
         #[command(flatten)]
         pipeline: discover::PipelineArgs,
+        #[command(flatten)]
+        claims: discover::ClaimArgs,
         /// Queue every object as a new run, even if done or in flight.
         #[arg(long)]
         force: bool,
@@ -53,6 +55,8 @@ enum Command {
         source: String,
         #[command(flatten)]
         pipeline: discover::PipelineArgs,
+        #[command(flatten)]
+        claims: discover::ClaimArgs,
         #[command(flatten)]
         watch: discover::watch::WatchArgs,
     },
@@ -68,9 +72,6 @@ enum Command {
         prefetch: u16,
     },
 }
-
-/// `submit` honours the same claims as `watch`, with watch's default age.
-const CLAIM_TTL_FOR_SUBMIT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -132,16 +133,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Submit {
             source,
             pipeline,
+            claims,
             force,
         } => {
             let source = s3::parse_url(&source)?;
-            let enqueuer = discover::Enqueuer {
-                s3: &s3,
-                publisher: &publisher,
-                pipeline: discover::Pipeline::resolve(&pipeline, &source)?,
-                claim_ttl: CLAIM_TTL_FOR_SUBMIT,
-                force,
-            };
+            let enqueuer =
+                discover::Enqueuer::new(&s3, &publisher, &pipeline, &source, &claims, force)?;
             let tally = submit::submit(&enqueuer, &source).await?;
             println!(
                 "{} videos submitted from {source} ({} already done, {} already queued)",
@@ -156,16 +153,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Watch {
             source,
             pipeline,
+            claims,
             watch,
         } => {
             let source = s3::parse_url(&source)?;
-            let enqueuer = discover::Enqueuer {
-                s3: &s3,
-                publisher: &publisher,
-                pipeline: discover::Pipeline::resolve(&pipeline, &source)?,
-                claim_ttl: watch.claim_ttl,
-                force: false,
-            };
+            let enqueuer =
+                discover::Enqueuer::new(&s3, &publisher, &pipeline, &source, &claims, false)?;
             let dead = Publisher::open(&connection, &topology.dead_exchange()).await?;
             discover::watch::Watcher::new(enqueuer, source, watch, topology, dead)
                 .run(&connection, stop_on_signal())

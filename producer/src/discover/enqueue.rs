@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use fleet::{Publisher, Topology};
 
-use super::pipeline::Pipeline;
+use super::pipeline::{Pipeline, PipelineArgs};
 use crate::{
     collect::{Claim, Layout, Status, now_unix_ms},
     s3,
@@ -37,18 +37,41 @@ pub enum Outcome {
     Queued(Uuid),
 }
 
+#[derive(Clone, Debug, clap::Args)]
+pub struct ClaimArgs {
+    /// A claim older than this whose run never wrote a status is presumed
+    /// lost (dead-lettered, purged) and the run is queued again.
+    #[arg(long, env = "FF_CLAIM_TTL", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub claim_ttl: Duration,
+}
+
 pub struct Enqueuer<'a> {
     pub s3: &'a aws_sdk_s3::Client,
     pub publisher: &'a Publisher,
     pub pipeline: Pipeline,
-    /// A claim older than this whose run never wrote a status is presumed
-    /// lost (dead-lettered, purged) and the run is queued again.
     pub claim_ttl: Duration,
     /// Queue even what is done or in flight, as a new run.
     pub force: bool,
 }
 
-impl Enqueuer<'_> {
+impl<'a> Enqueuer<'a> {
+    pub fn new(
+        s3: &'a aws_sdk_s3::Client,
+        publisher: &'a Publisher,
+        pipeline: &PipelineArgs,
+        source: &ObjectRef,
+        claims: &ClaimArgs,
+        force: bool,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            s3,
+            publisher,
+            pipeline: Pipeline::resolve(pipeline, source)?,
+            claim_ttl: claims.claim_ttl,
+            force,
+        })
+    }
+
     pub async fn consider(&self, c: &Candidate) -> anyhow::Result<Outcome> {
         let etag = match &c.etag {
             Some(etag) => Some(etag.clone()),

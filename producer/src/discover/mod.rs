@@ -6,5 +6,5 @@ mod events;
 mod pipeline;
 pub mod watch;
 
-pub use enqueue::{Candidate, Enqueuer, Outcome};
+pub use enqueue::{Candidate, ClaimArgs, Enqueuer, Outcome};
 pub use pipeline::{Pipeline, PipelineArgs, parse_sampling, sampling_text};

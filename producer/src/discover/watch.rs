@@ -49,11 +49,6 @@ pub struct WatchArgs {
     )]
     pub extensions: Vec<String>,
 
-    /// A claim older than this without a status is presumed lost and its
-    /// video queued again.
-    #[arg(long, env = "FF_CLAIM_TTL", default_value = "24h", value_parser = humantime::parse_duration)]
-    pub claim_ttl: Duration,
-
     /// Objects remembered as settled (done, or not a video) so that polls
     /// skip them without a request; bounds the watcher's memory.
     #[arg(long, env = "FF_WATCH_REMEMBER", default_value_t = NonZeroUsize::new(100_000).expect("non-zero"))]
