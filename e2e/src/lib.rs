@@ -206,19 +206,29 @@ impl Fleet {
         }
     }
 
+    /// Every key under `prefix`, across listing pages.
     pub async fn keys(&self, prefix: &str) -> anyhow::Result<Vec<String>> {
-        let out = self
-            .s3
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(prefix)
-            .send()
-            .await?;
-        Ok(out
-            .contents()
-            .iter()
-            .filter_map(|o| o.key().map(str::to_owned))
-            .collect())
+        let mut keys = Vec::new();
+        let mut token = None;
+        loop {
+            let out = self
+                .s3
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_continuation_token(token)
+                .send()
+                .await?;
+            keys.extend(
+                out.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_owned)),
+            );
+            token = out.next_continuation_token().map(str::to_owned);
+            if out.is_truncated() != Some(true) || token.is_none() {
+                return Ok(keys);
+            }
+        }
     }
 
     /// Waits until every key has a status object, or fails with the fleet's logs.
@@ -255,12 +265,56 @@ impl Fleet {
         }
     }
 
+    /// No secret reached a log line or a status object: not the store's
+    /// secret key, not the broker password, not a presigned URL's signature.
+    /// Every e2e test runs this in `cleanup`.
+    pub async fn assert_no_secrets(&self) -> anyhow::Result<()> {
+        let mut secrets = vec![
+            "X-Amz-Signature".to_owned(),
+            "X-Amz-Credential".to_owned(),
+            env("AWS_SECRET_ACCESS_KEY")?,
+        ];
+        if let Some(password) = self
+            .amqp_url
+            .split_once("://")
+            .and_then(|(_, rest)| rest.rsplit_once('@'))
+            .and_then(|(userinfo, _)| userinfo.split_once(':'))
+            .map(|(_, password)| password)
+            .filter(|p| !p.is_empty())
+        {
+            secrets.push(format!(":{password}@"));
+        }
+        let mut texts = Vec::new();
+        for entry in std::fs::read_dir(&self.work)? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "log") {
+                texts.push((path.display().to_string(), std::fs::read_to_string(&path)?));
+            }
+        }
+        for key in self.keys("outputs/status/").await? {
+            if let Some(bytes) = self.get(&key).await? {
+                texts.push((key, String::from_utf8_lossy(&bytes).into_owned()));
+            }
+        }
+        for (name, text) in &texts {
+            for (i, secret) in secrets.iter().enumerate() {
+                // Which one by position only: the message must not leak it.
+                anyhow::ensure!(
+                    !text.contains(secret.as_str()),
+                    "secret #{i} (signature, credential, S3 key, broker password) leaked into {name}"
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// Deletes the namespace's queues and exchanges and the bucket's objects.
     pub async fn cleanup(mut self, tasks: &[&str]) -> anyhow::Result<()> {
         for (_, child) in &mut self.children {
             child.kill().ok();
             child.wait().ok();
         }
+        self.assert_no_secrets().await?;
         let connection = fleet::connect(&self.amqp_url, "e2e cleanup").await?;
         let channel = connection.create_channel().await?;
         fleet::Topology::new(&self.namespace)

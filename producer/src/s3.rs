@@ -244,19 +244,54 @@ impl<'a> ObjectWriter<'a> {
     pub async fn write(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
         self.buffer.extend_from_slice(bytes);
         if self.buffer.len() >= PART_BYTES {
-            let (id, mut parts) = match self.upload.take() {
+            let (id, parts) = match self.upload.take() {
                 Some(upload) => upload,
                 None => (self.create().await?, Vec::new()),
             };
             let body = std::mem::take(&mut self.buffer);
-            parts.push(self.upload_part(&id, parts.len() + 1, body).await?);
-            self.upload = Some((id, parts));
+            let uploaded = self.upload_part(&id, parts.len() + 1, body).await;
+            // Kept even on failure, so that `abort` can find the upload.
+            let (_, parts) = self.upload.insert((id, parts));
+            parts.push(uploaded?);
         }
         Ok(())
     }
 
     fn context(&self) -> String {
-        format!("multipart upload to s3://{}/{}", self.bucket, self.key)
+        format!("multipart upload to {}", self.location())
+    }
+
+    pub fn location(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.key)
+    }
+
+    /// Abandons the object: an open multipart upload is aborted so that
+    /// its parts do not linger (and cost) in the store. Returns the upload
+    /// id it aborted. A failed abort is logged: the store's lifecycle rules
+    /// are the last resort then.
+    pub async fn abort(mut self) -> Option<String> {
+        let (id, _) = self.upload.take()?;
+        match self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(&id)
+            .send()
+            .await
+        {
+            Ok(_) => tracing::info!(
+                object = self.location(),
+                "incomplete multipart upload aborted"
+            ),
+            Err(e) => tracing::warn!(
+                failure = "abort_failed",
+                object = self.location(),
+                error = %anyhow::Error::from(e),
+                "cannot abort an incomplete multipart upload"
+            ),
+        }
+        Some(id)
     }
 
     async fn create(&self) -> anyhow::Result<String> {
@@ -301,7 +336,7 @@ impl<'a> ObjectWriter<'a> {
 
     pub async fn finish(mut self) -> anyhow::Result<()> {
         let body = std::mem::take(&mut self.buffer);
-        let Some((id, mut parts)) = self.upload.take() else {
+        let Some((id, parts)) = self.upload.take() else {
             return put(
                 self.client,
                 &self.bucket,
@@ -311,8 +346,22 @@ impl<'a> ObjectWriter<'a> {
             )
             .await;
         };
+        let completed = self.complete(&id, parts, body).await;
+        if completed.is_err() {
+            self.upload = Some((id, Vec::new()));
+            self.abort().await;
+        }
+        completed
+    }
+
+    async fn complete(
+        &self,
+        id: &str,
+        mut parts: Vec<CompletedPart>,
+        body: Vec<u8>,
+    ) -> anyhow::Result<()> {
         if !body.is_empty() {
-            parts.push(self.upload_part(&id, parts.len() + 1, body).await?);
+            parts.push(self.upload_part(id, parts.len() + 1, body).await?);
         }
         self.client
             .complete_multipart_upload()

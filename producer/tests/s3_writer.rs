@@ -45,3 +45,40 @@ async fn small_objects_are_written_whole() -> anyhow::Result<()> {
 async fn large_objects_go_through_multipart_upload() -> anyhow::Result<()> {
     roundtrip(21 * 1024 * 1024 + 17).await
 }
+
+/// A write abandoned half way leaves no multipart upload behind: the store
+/// forgets its parts.
+#[tokio::test]
+async fn an_abandoned_multipart_upload_is_aborted() -> anyhow::Result<()> {
+    let endpoint = std::env::var("FF_S3_ENDPOINT")
+        .map_err(|_| anyhow::anyhow!("run through scripts/test.sh"))?;
+    let client = s3::client(&S3Args {
+        s3_endpoint: Some(endpoint),
+    })
+    .await;
+    let bucket = format!("abort-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    client.create_bucket().bucket(&bucket).send().await?;
+    let mut writer = ObjectWriter::new(&client, &bucket, "big.bin", "application/octet-stream");
+    writer.write(&vec![7u8; 9 * 1024 * 1024]).await?;
+    let upload = writer.abort().await.expect("a multipart upload was open");
+    // Stores answer NoSuchUpload; s3s-fs lists the upload's part files,
+    // and there are none left.
+    let parts = client
+        .list_parts()
+        .bucket(&bucket)
+        .key("big.bin")
+        .upload_id(&upload)
+        .send()
+        .await;
+    assert!(
+        parts.as_ref().map_or(true, |p| p.parts().is_empty()),
+        "the upload's parts are still stored: {parts:?}"
+    );
+    assert!(s3::get(&client, &bucket, "big.bin").await?.is_none());
+    // A small object never opened an upload: nothing to abort.
+    let mut small = ObjectWriter::new(&client, &bucket, "small.bin", "application/octet-stream");
+    small.write(b"tiny").await?;
+    assert_eq!(small.abort().await, None);
+    client.delete_bucket().bucket(&bucket).send().await?;
+    Ok(())
+}

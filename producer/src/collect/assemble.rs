@@ -74,22 +74,73 @@ struct CaptionSink<'c> {
     cues: Vtt,
 }
 
-async fn assemble(client: &Client, done: &VideoDone) -> anyhow::Result<()> {
-    ensure!(
-        done.jobs > 0,
-        "video done marker for {} counts no jobs",
-        done.source
-    );
+/// The outputs being written; which exist follows the first part.
+#[derive(Default)]
+struct Sinks<'c> {
+    embedding: Option<EmbeddingSink<'c>>,
+    caption: Option<CaptionSink<'c>>,
+}
+
+impl<'c> Sinks<'c> {
+    /// Every writer with the bytes that close its output.
+    fn into_writers(self) -> Vec<(ObjectWriter<'c>, Vec<u8>)> {
+        let mut writers = Vec::new();
+        if let Some(sink) = self.embedding {
+            writers.push((sink.npy, Vec::new()));
+            writers.push((sink.frames, b"\n]\n".to_vec()));
+        }
+        if let Some(sink) = self.caption {
+            let last = sink.cues.finish().into_bytes();
+            writers.push((sink.jsonl, Vec::new()));
+            writers.push((sink.vtt, last));
+        }
+        writers
+    }
+
+    /// Closes and completes every output; returns their locations. On a
+    /// failure the uploads not yet complete are aborted, so that no
+    /// multipart parts linger in the store.
+    async fn finish(self) -> anyhow::Result<Vec<String>> {
+        let mut outputs = Vec::new();
+        let mut writers = self.into_writers().into_iter();
+        while let Some((mut writer, closing)) = writers.next() {
+            let location = writer.location();
+            let result = match writer.write(&closing).await {
+                Ok(()) => writer.finish().await,
+                Err(e) => {
+                    writer.abort().await;
+                    Err(e)
+                }
+            };
+            if let Err(e) = result {
+                for (writer, _) in writers {
+                    writer.abort().await;
+                }
+                return Err(e);
+            }
+            outputs.push(location);
+        }
+        Ok(outputs)
+    }
+
+    async fn abort(self) {
+        for (writer, _) in self.into_writers() {
+            writer.abort().await;
+        }
+    }
+}
+
+/// Streams the parts in seq order into the outputs; returns the summed
+/// model time and the model's name.
+async fn stream_parts<'c>(
+    client: &'c Client,
+    done: &VideoDone,
+    layout: &Layout<'_>,
+    sinks: &mut Sinks<'c>,
+) -> anyhow::Result<(u64, Option<String>)> {
     let output = &done.output;
-    let layout = Layout {
-        output,
-        source_key: &done.source.key,
-    };
     let (npy_key, frames_key) = (layout.embeddings(), layout.frames());
     let (jsonl_key, vtt_key) = (layout.captions_jsonl(), layout.captions_vtt());
-    // Which outputs exist follows the first part; every other part must agree.
-    let mut embedding_sink: Option<EmbeddingSink> = None;
-    let mut caption_sink: Option<CaptionSink> = None;
     let mut written = 0u64;
     let mut compute_ms = 0u64;
     let mut model = None;
@@ -112,7 +163,7 @@ async fn assemble(client: &Client, done: &VideoDone) -> anyhow::Result<()> {
                 let mut frames =
                     ObjectWriter::new(client, &output.bucket, &frames_key, "application/json");
                 frames.write(b"[").await?;
-                embedding_sink = Some(EmbeddingSink {
+                sinks.embedding = Some(EmbeddingSink {
                     npy,
                     frames,
                     dim: part.dim,
@@ -124,7 +175,7 @@ async fn assemble(client: &Client, done: &VideoDone) -> anyhow::Result<()> {
                     ObjectWriter::new(client, &output.bucket, &jsonl_key, "application/jsonl");
                 let mut vtt = ObjectWriter::new(client, &output.bucket, &vtt_key, "text/vtt");
                 vtt.write(Vtt::HEADER).await?;
-                caption_sink = Some(CaptionSink {
+                sinks.caption = Some(CaptionSink {
                     jsonl,
                     vtt,
                     cues: Vtt::default(),
@@ -132,15 +183,15 @@ async fn assemble(client: &Client, done: &VideoDone) -> anyhow::Result<()> {
             }
         }
         ensure!(
-            embedding_sink.as_ref().map_or(0, |e| e.dim) == part.dim,
+            sinks.embedding.as_ref().map_or(0, |e| e.dim) == part.dim,
             "part {seq} has embedding dim {}, unlike part 0",
             part.dim
         );
         ensure!(
-            caption_sink.is_some() != part.captions.is_empty(),
+            sinks.caption.is_some() != part.captions.is_empty(),
             "part {seq} disagrees with part 0 on carrying captions"
         );
-        if let Some(sink) = &mut embedding_sink {
+        if let Some(sink) = &mut sinks.embedding {
             let mut row_bytes = Vec::with_capacity(part.embeddings.len() * 4);
             for v in &part.embeddings {
                 row_bytes.extend_from_slice(&v.to_le_bytes());
@@ -158,7 +209,7 @@ async fn assemble(client: &Client, done: &VideoDone) -> anyhow::Result<()> {
                 sink.rows += 1;
             }
         }
-        if let Some(sink) = &mut caption_sink {
+        if let Some(sink) = &mut sinks.caption {
             let mut lines = Vec::new();
             let mut cues = String::new();
             for (frame, caption) in part.frames.iter().zip(&part.captions) {
@@ -184,21 +235,29 @@ async fn assemble(client: &Client, done: &VideoDone) -> anyhow::Result<()> {
         written,
         done.frames
     );
-    let mut outputs = Vec::new();
-    if let Some(mut sink) = embedding_sink {
-        sink.frames.write(b"\n]\n").await?;
-        sink.npy.finish().await?;
-        sink.frames.finish().await?;
-        outputs.push(format!("s3://{}/{npy_key}", output.bucket));
-        outputs.push(format!("s3://{}/{frames_key}", output.bucket));
-    }
-    if let Some(mut sink) = caption_sink {
-        sink.vtt.write(sink.cues.finish().as_bytes()).await?;
-        sink.jsonl.finish().await?;
-        sink.vtt.finish().await?;
-        outputs.push(format!("s3://{}/{jsonl_key}", output.bucket));
-        outputs.push(format!("s3://{}/{vtt_key}", output.bucket));
-    }
+    Ok((compute_ms, model))
+}
+
+async fn assemble(client: &Client, done: &VideoDone) -> anyhow::Result<()> {
+    ensure!(
+        done.jobs > 0,
+        "video done marker for {} counts no jobs",
+        done.source
+    );
+    let output = &done.output;
+    let layout = Layout {
+        output,
+        source_key: &done.source.key,
+    };
+    let mut sinks = Sinks::default();
+    let (compute_ms, model) = match stream_parts(client, done, &layout, &mut sinks).await {
+        Ok(streamed) => streamed,
+        Err(e) => {
+            sinks.abort().await;
+            return Err(e);
+        }
+    };
+    let outputs = sinks.finish().await?;
     let state = match done.coverage.incomplete {
         Some(_) => State::Incomplete,
         None => State::Done,

@@ -109,7 +109,7 @@ impl<'a> Enqueuer<'a> {
                 if u128::from(age) < self.claim_ttl.as_millis() {
                     return Ok(Outcome::InFlight);
                 }
-                tracing::warn!(video = %c.object, %video_id, age_s = age / 1000, "claim expired without a status, queueing the run again");
+                tracing::warn!(failure = "claim_expired", video = %c.object, %video_id, age_s = age / 1000, "claim expired without a status, queueing the run again");
             }
             video_id
         };
