@@ -126,7 +126,8 @@ impl Api {
         let prefix = format!("{namespace}.");
         let mut out: Vec<QueueStatus> = queues
             .into_iter()
-            .filter(|q| q.name.starts_with(&prefix))
+            // Watch leases are empty locks, not work.
+            .filter(|q| q.name.starts_with(&prefix) && !q.name.ends_with(".lease"))
             .map(|q| {
                 let stats = q.message_stats.unwrap_or_default();
                 let ack_per_s = rate(&stats.ack_details);

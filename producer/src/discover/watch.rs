@@ -120,12 +120,15 @@ impl<'a> Watcher<'a> {
     }
 
     /// Names the lease and events queue after the source and pipeline, so
-    /// watchers of other prefixes or pipelines run side by side.
+    /// watchers of other prefixes or pipelines run side by side. 48 bits of
+    /// a hash: unique among a fleet's watchers, short enough for `ops`.
     fn instance(&self) -> String {
         let name = format!("{}\n{}", self.source, self.enqueuer.pipeline.fingerprint());
-        Uuid::new_v5(&Uuid::NAMESPACE_URL, name.as_bytes())
+        let mut id = Uuid::new_v5(&Uuid::NAMESPACE_URL, name.as_bytes())
             .simple()
-            .to_string()
+            .to_string();
+        id.truncate(12);
+        id
     }
 
     pub async fn run(
