@@ -34,8 +34,10 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// Debian's python3: docker-compose depends on its python3-yaml, so it is
+/// there whenever `docker-compose` is.
 fn yaml_to_json(yaml: &[u8]) -> anyhow::Result<Value> {
-    let mut child = Command::new("python3")
+    let mut child = Command::new("/usr/bin/python3")
         .args([
             "-c",
             "import sys, json, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)",
