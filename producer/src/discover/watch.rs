@@ -186,7 +186,9 @@ impl<'a> Watcher<'a> {
         }
     }
 
-    /// Polls and handles events while the lease holds.
+    /// Polls and handles events while the lease holds. The events channel
+    /// closes with the leadership, so that events it had prefetched go back
+    /// to the queue for the next leader.
     async fn lead(
         &mut self,
         connection: &Connection,
@@ -197,11 +199,24 @@ impl<'a> Watcher<'a> {
             Some(exchange) => Some(self.subscribe(connection, exchange).await?),
             None => None,
         };
+        let end = self.lead_with(&mut events, lease, stop).await;
+        if let Some((channel, _)) = events {
+            channel.close(200, "leadership ended".into()).await.ok();
+        }
+        end
+    }
+
+    async fn lead_with(
+        &mut self,
+        events: &mut Option<(Channel, lapin::Consumer)>,
+        lease: &Lease,
+        stop: &CancellationToken,
+    ) -> anyhow::Result<End> {
         let mut ticker = tokio::time::interval(self.args.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let next_event = async {
-                match &mut events {
+                match events.as_mut() {
                     Some((_, consumer)) => consumer.next().await,
                     None => std::future::pending().await,
                 }
