@@ -125,6 +125,39 @@ impl Fleet {
         Ok(())
     }
 
+    /// Sends SIGTERM to a spawned process and waits for it to exit; returns
+    /// its status and how long it took.
+    pub async fn terminate(
+        &mut self,
+        label: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<(std::process::ExitStatus, Duration)> {
+        let pos = self
+            .children
+            .iter()
+            .position(|(l, _)| l == label)
+            .context("no such process")?;
+        let (_, mut child) = self.children.remove(pos);
+        let sent = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()?;
+        anyhow::ensure!(sent.success(), "kill -TERM {label} failed");
+        let started = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok((status, started.elapsed()));
+            }
+            if started.elapsed() > timeout {
+                child.kill().ok();
+                bail!(
+                    "{label} did not exit within {timeout:?} of SIGTERM:\n{}",
+                    tail(&self.log(label))
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The exit status of a spawned process that has already ended.
     pub fn exited(&mut self, label: &str) -> anyhow::Result<Option<std::process::ExitStatus>> {
         let (_, child) = self
