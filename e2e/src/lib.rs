@@ -132,12 +132,7 @@ impl Fleet {
         label: &str,
         timeout: Duration,
     ) -> anyhow::Result<(std::process::ExitStatus, Duration)> {
-        let pos = self
-            .children
-            .iter()
-            .position(|(l, _)| l == label)
-            .context("no such process")?;
-        let (_, mut child) = self.children.remove(pos);
+        let mut child = self.take(label)?;
         let sent = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status()?;
@@ -168,13 +163,18 @@ impl Fleet {
         Ok(child.try_wait()?)
     }
 
-    pub fn kill(&mut self, label: &str) -> anyhow::Result<()> {
+    /// Removes a spawned process from the fleet's care.
+    fn take(&mut self, label: &str) -> anyhow::Result<Child> {
         let pos = self
             .children
             .iter()
             .position(|(l, _)| l == label)
             .context("no such process")?;
-        let (_, mut child) = self.children.remove(pos);
+        Ok(self.children.remove(pos).1)
+    }
+
+    pub fn kill(&mut self, label: &str) -> anyhow::Result<()> {
+        let mut child = self.take(label)?;
         child.kill()?;
         child.wait()?;
         Ok(())

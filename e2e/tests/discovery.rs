@@ -321,12 +321,15 @@ async fn event_notifications_queue_videos() -> anyhow::Result<()> {
             WAIT,
         )
         .await?;
-    // The events queue and exchange are the watcher's own; remove them.
+    // The events queue and exchange are the watcher's own; remove them once
+    // it is gone (a live watcher would declare its queue again).
+    fleet.kill("watch-a")?;
     let log = fleet.log("watch-a");
     let queue = log
         .split("queue=")
         .nth(1)
         .and_then(|rest| rest.split_whitespace().next())
+        .map(|q| q.trim_matches('"'))
         .expect("the watcher names its events queue");
     channel
         .queue_delete(queue.into(), Default::default())
