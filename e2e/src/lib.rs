@@ -28,12 +28,19 @@ pub struct Fleet {
     pub namespace: String,
     pub s3: Client,
     pub amqp_url: String,
+    /// The S3 endpoint the fleet's processes are given.
+    pub s3_endpoint: String,
     children: Vec<(String, Child)>,
     pub work: PathBuf,
 }
 
 impl Fleet {
     pub async fn new(name: &str) -> anyhow::Result<Self> {
+        Self::on_store(name, &env("FF_S3_ENDPOINT")?).await
+    }
+
+    /// A fleet whose bucket lives on the S3 server at `endpoint`.
+    pub async fn on_store(name: &str, endpoint: &str) -> anyhow::Result<Self> {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let bucket = format!("{name}-{}", &id[..12]);
         let namespace = format!("fft-{name}-{}", &id[..12]);
@@ -41,7 +48,7 @@ impl Fleet {
         let config = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(true)
             .region(aws_sdk_s3::config::Region::new("us-east-1"))
-            .endpoint_url(env("FF_S3_ENDPOINT")?)
+            .endpoint_url(endpoint)
             .build();
         let s3 = Client::from_conf(config);
         s3.create_bucket()
@@ -56,6 +63,7 @@ impl Fleet {
             namespace,
             s3,
             amqp_url: env("FF_AMQP_URL")?,
+            s3_endpoint: endpoint.to_owned(),
             children: Vec::new(),
             work,
         })
@@ -67,6 +75,7 @@ impl Fleet {
         let mut cmd = Command::new(path);
         cmd.env("FF_NAMESPACE", &self.namespace)
             .env("FF_AMQP_URL", &self.amqp_url)
+            .env("FF_S3_ENDPOINT", &self.s3_endpoint)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null());
         Ok(cmd)
@@ -519,4 +528,146 @@ pub fn numpy_shape(path: &Path) -> anyhow::Result<String> {
         String::from_utf8_lossy(&out.stderr)
     );
     Ok(String::from_utf8(out.stdout)?.trim().to_owned())
+}
+
+impl Fleet {
+    /// The frame indexes an embedding run wrote for `key`, checked against
+    /// the `.npy` row count: what "every frame once" is asserted on.
+    pub async fn embedded_frames(&self, key: &str) -> anyhow::Result<Vec<u64>> {
+        let frames: serde_json::Value = serde_json::from_slice(
+            &self
+                .get(&format!("outputs/embeddings/{key}.frames.json"))
+                .await?
+                .with_context(|| format!("no frames.json for {key}"))?,
+        )?;
+        let index: Vec<u64> = frames
+            .as_array()
+            .context("frames.json is not an array")?
+            .iter()
+            .map(|f| f["index"].as_u64().context("frame without index"))
+            .collect::<anyhow::Result<_>>()?;
+        let npy = self
+            .get(&format!("outputs/embeddings/{key}.npy"))
+            .await?
+            .with_context(|| format!("no .npy for {key}"))?;
+        let rows = read_npy_f32(&npy)?.0;
+        anyhow::ensure!(
+            rows == index.len(),
+            "{key}: {rows} embedding rows for {} indexed frames",
+            index.len()
+        );
+        Ok(index)
+    }
+
+    /// Messages ready in one of this fleet's queues (`frames.<task>`, …).
+    pub fn ready(&self, queue: &str) -> anyhow::Result<u64> {
+        let name = format!("{}.{queue}", self.namespace);
+        let listing = rabbitmqctl(&["list_queues", "-q", "--no-table-headers", "name", "messages_ready"])?;
+        listing
+            .lines()
+            .filter_map(|l| l.split_once('\t'))
+            .find(|(n, _)| *n == name)
+            .with_context(|| format!("queue {name} is not declared"))?
+            .1
+            .trim()
+            .parse()
+            .context("messages_ready is not a number")
+    }
+}
+
+/// Runs `rabbitmqctl` on the local node (the tests' broker), failing with
+/// its output.
+pub fn rabbitmqctl(args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new("rabbitmqctl").args(args).output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "rabbitmqctl {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A private s3s-fs (the binary `scripts/setup.sh` installs, `S3S_FS`) on a
+/// fixed loopback port, for tests that stop and restart the store.
+pub struct S3Server {
+    data: PathBuf,
+    addr: String,
+    child: Option<Child>,
+}
+
+impl S3Server {
+    pub fn start(data: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(data)?;
+        let mut server = Self {
+            data: data.to_owned(),
+            addr: free_addr()?,
+            child: None,
+        };
+        server.restart()?;
+        Ok(server)
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Kills the server as a crash would (SIGKILL).
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Starts it (again) on the same port and data, and waits until it
+    /// accepts connections.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill()?;
+        let (host, port) = self.addr.rsplit_once(':').context("address without port")?;
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(self.data.with_extension("log"))?;
+        self.child = Some(
+            Command::new(env("S3S_FS")?)
+                .args(["--host", host, "--port", port])
+                .args(["--access-key", &env("AWS_ACCESS_KEY_ID")?])
+                .args(["--secret-key", &env("AWS_SECRET_ACCESS_KEY")?])
+                .arg(&self.data)
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()?,
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&self.addr).is_err() {
+            anyhow::ensure!(Instant::now() < deadline, "s3s-fs did not listen on {}", self.addr);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.kill().ok();
+    }
+}
+
+impl Fleet {
+    /// Peak resident memory (VmHWM) of a running process, in KiB.
+    pub fn peak_rss_kib(&self, label: &str) -> anyhow::Result<u64> {
+        let (_, child) = self
+            .children
+            .iter()
+            .find(|(l, _)| l == label)
+            .context("no such process")?;
+        let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .context("no VmHWM in /proc status")
+    }
 }

@@ -1,4 +1,4 @@
-use lapin::{message::Delivery, options::BasicAckOptions, types::AMQPValue};
+use lapin::{message::Delivery, types::AMQPValue};
 
 use crate::{PublishError, Publisher};
 
@@ -29,13 +29,6 @@ pub async fn dead_letter(
     headers.insert("x-ff-queue".into(), AMQPValue::LongString(queue.into()));
     dead.publish(delivery.routing_key.as_str(), &delivery.data, headers)
         .await?;
-    delivery
-        .acker
-        .ack(BasicAckOptions::default())
-        .await
-        .map_err(|source| PublishError::Broker {
-            key: delivery.routing_key.to_string(),
-            source,
-        })?;
+    crate::settle::ack(&delivery.acker).await;
     Ok(())
 }

@@ -7,6 +7,8 @@ mod deadletter;
 mod lease;
 pub mod metrics;
 mod publish;
+pub mod retry;
+pub mod settle;
 pub mod telemetry;
 mod topology;
 

@@ -15,6 +15,7 @@ use schema::{Coverage, Frame, Sampling};
 use thiserror::Error;
 
 use crate::{
+    orient::Rotation,
     prebatch::{Batch, Prebatcher},
     sampler::Sampler,
     timeline::{Timeline, shortfall},
@@ -69,12 +70,25 @@ impl DecodeError {
     /// failed the read, or we are shutting down), so the task deserves a
     /// retry instead of a `failed` status.
     pub fn is_transient(&self) -> bool {
-        use ffmpeg::Error as E;
+        use ffmpeg::{Error as E, util::error as errno};
         match self {
-            DecodeError::Open(e) | DecodeError::Read { source: e, .. } => matches!(
-                e,
-                E::HttpUnauthorized | E::HttpForbidden | E::HttpServerError | E::Exit
-            ),
+            DecodeError::Open(e) | DecodeError::Read { source: e, .. } => match e {
+                E::HttpUnauthorized | E::HttpForbidden | E::HttpServerError | E::Exit => true,
+                // The store went away and libav's own reconnects gave up.
+                E::Other { errno } => [
+                    errno::ECONNREFUSED,
+                    errno::ECONNRESET,
+                    errno::ECONNABORTED,
+                    errno::ETIMEDOUT,
+                    errno::EHOSTUNREACH,
+                    errno::ENETUNREACH,
+                    errno::ENETDOWN,
+                    errno::EPIPE,
+                    errno::EIO,
+                ]
+                .contains(errno),
+                _ => false,
+            },
             DecodeError::Cancelled => true,
             _ => false,
         }
@@ -108,22 +122,27 @@ struct Converter {
     scaler: Option<(Scaler, (Pixel, u32, u32))>,
     out: VideoFrame,
     packed: Vec<u8>,
+    /// The model's input size, upright.
     width: u32,
     height: u32,
+    rotation: Rotation,
 }
 
 impl Converter {
-    fn new(width: u32, height: u32) -> Self {
+    fn new(width: u32, height: u32, rotation: Rotation) -> Self {
         Self {
             scaler: None,
             out: VideoFrame::empty(),
             packed: vec![0; (width * height * 3) as usize],
             width,
             height,
+            rotation,
         }
     }
 
-    /// Resize + colour conversion in one pass; returns packed RGB24 rows.
+    /// Resize + colour conversion in one pass, then the display rotation
+    /// on the small picture (scaling to the turned size first is the same
+    /// picture, at a fraction of the pixels); returns packed RGB24 rows.
     fn convert(&mut self, frame: &VideoFrame) -> Result<&[u8], DecodeError> {
         let input = (frame.format(), frame.width(), frame.height());
         let error = |source| DecodeError::Scale {
@@ -131,6 +150,11 @@ impl Converter {
             width: input.1,
             height: input.2,
             source,
+        };
+        let (scaled_w, scaled_h) = if self.rotation.swaps_sides() {
+            (self.height, self.width)
+        } else {
+            (self.width, self.height)
         };
         let scaler = match &mut self.scaler {
             Some((scaler, built_for)) if *built_for == input => scaler,
@@ -140,8 +164,8 @@ impl Converter {
                     input.1,
                     input.2,
                     Pixel::RGB24,
-                    self.width,
-                    self.height,
+                    scaled_w,
+                    scaled_h,
                     Flags::BICUBIC,
                 )
                 .map_err(error)?;
@@ -149,12 +173,13 @@ impl Converter {
             }
         };
         scaler.run(frame, &mut self.out).map_err(error)?;
-        let row = self.width as usize * 3;
-        let stride = self.out.stride(0);
-        let data = self.out.data(0);
-        for (y, dst) in self.packed.chunks_exact_mut(row).enumerate() {
-            dst.copy_from_slice(&data[y * stride..y * stride + row]);
-        }
+        self.rotation.apply(
+            self.out.data(0),
+            self.out.stride(0),
+            self.width as usize,
+            self.height as usize,
+            &mut self.packed,
+        );
         Ok(&self.packed)
     }
 }
@@ -167,7 +192,8 @@ pub fn decode(
     mut emit: impl FnMut(Batch) -> bool,
 ) -> Result<Summary, DecodeError> {
     let started = Instant::now();
-    let mut input = ffmpeg::format::input(url).map_err(DecodeError::Open)?;
+    let mut input =
+        ffmpeg::format::input_with_dictionary(url, http_options()).map_err(DecodeError::Open)?;
     let stream = input
         .streams()
         .best(ffmpeg::media::Type::Video)
@@ -182,7 +208,11 @@ pub fn decode(
     let frame_bytes = (settings.width * settings.height * 3) as usize;
     let mut batcher = Prebatcher::new(settings.job_frames, settings.job_bytes, frame_bytes);
     let mut sampler = Sampler::new(settings.sampling);
-    let mut converter = Converter::new(settings.width, settings.height);
+    let rotation = stream
+        .side_data()
+        .find(|d| d.kind() == ffmpeg::codec::packet::side_data::Type::DisplayMatrix)
+        .map_or(Rotation::Upright, |d| Rotation::from_display_matrix(d.data()));
+    let mut converter = Converter::new(settings.width, settings.height, rotation);
     let mut decoded = 0u64;
     let mut sampled = 0u64;
     let mut errors = 0u64;
@@ -259,6 +289,20 @@ pub fn decode(
             incomplete: shortfall(declared_s, covered_s, timeline.interval(), errors),
         },
     })
+}
+
+/// libav's HTTP client options: ride out a store that restarts or drops the
+/// connection mid-read (reconnect and resume at the same byte, backing off
+/// up to 30 s), and give up on one that stalls (no byte for 60 s) instead
+/// of hanging the producer. Ignored for local files.
+fn http_options() -> ffmpeg::Dictionary<'static> {
+    let mut options = ffmpeg::Dictionary::new();
+    options.set("reconnect", "1");
+    options.set("reconnect_on_network_error", "1");
+    options.set("reconnect_on_http_error", "5xx");
+    options.set("reconnect_delay_max", "30");
+    options.set("rw_timeout", "60000000");
+    options
 }
 
 fn seconds(ts: i64, time_base: Rational) -> Option<f64> {

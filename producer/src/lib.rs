@@ -3,6 +3,7 @@
 pub mod collect;
 pub mod decode;
 pub mod discover;
+mod orient;
 mod prebatch;
 pub mod produce;
 pub mod s3;

@@ -169,7 +169,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             decode::init().context("cannot initialise libav")?;
             let dead = Publisher::open(&connection, &topology.dead_exchange()).await?;
             let channel = connection.create_channel().await?;
-            produce::Producer::new(s3, topology, publisher, dead, produce)
+            produce::Producer::new(s3, cli.s3.store_retry, topology, publisher, dead, produce)
                 .run(channel, stop_on_signal())
                 .await?;
             ExitCode::SUCCESS
@@ -182,6 +182,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 topology,
                 dead,
                 prefetch,
+                store_retry: cli.s3.store_retry,
             }
             .run(channel, stop_on_signal())
             .await?;

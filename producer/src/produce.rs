@@ -6,13 +6,13 @@ use anyhow::Context;
 use futures::StreamExt;
 use lapin::{
     message::Delivery,
-    options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions},
+    options::{BasicConsumeOptions, BasicQosOptions},
 };
 use schema::{FrameJob, Message, VideoDone, VideoFailed, VideoTask};
 use tokio::{sync::mpsc, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use fleet::{Publisher, Topology};
+use fleet::{Publisher, Topology, retry::Patience};
 
 use crate::{
     collect::{Layout, Status},
@@ -38,6 +38,7 @@ pub struct ProduceArgs {
 
 pub struct Producer {
     pub s3: aws_sdk_s3::Client,
+    pub store_retry: Duration,
     pub topology: Topology,
     pub publisher: Publisher,
     pub dead: Publisher,
@@ -57,6 +58,7 @@ enum Outcome {
 impl Producer {
     pub fn new(
         s3: aws_sdk_s3::Client,
+        store_retry: Duration,
         topology: Topology,
         publisher: Publisher,
         dead: Publisher,
@@ -64,6 +66,7 @@ impl Producer {
     ) -> Self {
         Self {
             s3,
+            store_retry,
             topology,
             publisher,
             dead,
@@ -136,18 +139,22 @@ impl Producer {
         task: VideoTask,
         stop: &CancellationToken,
     ) -> anyhow::Result<()> {
-        let outcome = match self.process(&task, stop).await {
-            Ok(outcome) => outcome,
-            Err(e) => {
-                // Infrastructure trouble (broker, store), not the video's:
-                // requeue; the queue's delivery limit bounds the retries.
-                tracing::error!(failure = "video_requeued", video = %task.source, error = format!("{e:#}"), "video task requeued");
-                let requeue = BasicNackOptions {
-                    requeue: true,
-                    ..Default::default()
-                };
-                delivery.acker.nack(requeue).await.ok();
-                return Ok(());
+        // Infrastructure trouble (broker, store) is not the video's: try
+        // again in place while the store restarts, then requeue; the
+        // queue's delivery limit bounds the requeues. A retry decodes from
+        // the start and rewrites the same jobs under the same seqs.
+        let mut patience = Patience::new(self.store_retry);
+        let outcome = loop {
+            match self.process(&task, stop).await {
+                Ok(outcome) => break outcome,
+                Err(e) if !stop.is_cancelled() && patience.wait(stop).await => {
+                    tracing::warn!(video = %task.source, error = format!("{e:#}"), "store or broker trouble, video task retried");
+                }
+                Err(e) => {
+                    tracing::error!(failure = "video_requeued", video = %task.source, error = format!("{e:#}"), "video task requeued");
+                    fleet::settle::requeue(&delivery.acker).await;
+                    return Ok(());
+                }
             }
         };
         let message = match outcome {
@@ -161,7 +168,7 @@ impl Producer {
             }
             Outcome::AlreadyFinal => {
                 tracing::info!(video = %task.source, id = %task.video_id, "run already finished, duplicate task dropped");
-                delivery.acker.ack(BasicAckOptions::default()).await?;
+                fleet::settle::ack(&delivery.acker).await;
                 return Ok(());
             }
         };
@@ -172,7 +179,7 @@ impl Producer {
                 Default::default(),
             )
             .await?;
-        delivery.acker.ack(BasicAckOptions::default()).await?;
+        fleet::settle::ack(&delivery.acker).await;
         Ok(())
     }
 

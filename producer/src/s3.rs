@@ -20,6 +20,12 @@ pub struct S3Args {
     /// Leave unset for AWS S3.
     #[arg(long, env = "FF_S3_ENDPOINT")]
     pub s3_endpoint: Option<String>,
+
+    /// How long `run` and `collect` wait out a failing store (retrying with
+    /// backoff, holding the message) before requeueing it, which counts
+    /// against the queue's delivery limit of 5.
+    #[arg(long, env = "FF_STORE_RETRY", default_value = "2m", value_parser = humantime::parse_duration)]
+    pub store_retry: Duration,
 }
 
 pub async fn client(args: &S3Args) -> Client {

@@ -4,13 +4,18 @@
 
 use producer::s3::{self, ObjectWriter, S3Args};
 
-async fn roundtrip(size: usize) -> anyhow::Result<()> {
+async fn client() -> anyhow::Result<aws_sdk_s3::Client> {
     let endpoint = std::env::var("FF_S3_ENDPOINT")
         .map_err(|_| anyhow::anyhow!("run through scripts/test.sh"))?;
-    let client = s3::client(&S3Args {
+    Ok(s3::client(&S3Args {
         s3_endpoint: Some(endpoint),
+        store_retry: std::time::Duration::ZERO,
     })
-    .await;
+    .await)
+}
+
+async fn roundtrip(size: usize) -> anyhow::Result<()> {
+    let client = client().await?;
     let bucket = format!(
         "writer-{}",
         &uuid::Uuid::new_v4().simple().to_string()[..12]
@@ -50,12 +55,7 @@ async fn large_objects_go_through_multipart_upload() -> anyhow::Result<()> {
 /// forgets its parts.
 #[tokio::test]
 async fn an_abandoned_multipart_upload_is_aborted() -> anyhow::Result<()> {
-    let endpoint = std::env::var("FF_S3_ENDPOINT")
-        .map_err(|_| anyhow::anyhow!("run through scripts/test.sh"))?;
-    let client = s3::client(&S3Args {
-        s3_endpoint: Some(endpoint),
-    })
-    .await;
+    let client = client().await?;
     let bucket = format!("abort-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
     client.create_bucket().bucket(&bucket).send().await?;
     let mut writer = ObjectWriter::new(&client, &bucket, "big.bin", "application/octet-stream");

@@ -89,10 +89,17 @@ pub struct RunArgs {
     #[arg(long, env = "FF_TASK", default_value = "embed.effnet-lite0")]
     pub task: String,
 
-    /// Frame jobs held unacked at once (AMQP prefetch). Bounds memory:
-    /// at most this many jobs of ≤ 8 MiB each.
+    /// Most frame jobs held unacked at once (AMQP prefetch). Bounds memory:
+    /// at most this many jobs of ≤ 8 MiB each. Fewer are held while that
+    /// many could not be acked within the ack timeout.
     #[arg(long, env = "FF_PREFETCH", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
     pub prefetch: u16,
+
+    /// The broker's `consumer_timeout` (RabbitMQ's default is 30 min). The
+    /// worker holds only as many jobs as it can ack within half of it, as
+    /// measured on its own batches.
+    #[arg(long, env = "FF_ACK_TIMEOUT", default_value = "30m", value_parser = humantime::parse_duration)]
+    pub ack_timeout: std::time::Duration,
 
     /// Frames per model batch: ready jobs are packed together up to this,
     /// and a larger job runs in pieces of this size. On CPU small batches

@@ -2,12 +2,18 @@
 //! is dead-lettered here with its reason, so that it reaches no model.
 
 use futures::StreamExt;
-use lapin::{Consumer, message::Delivery};
+use lapin::{
+    Channel, Consumer,
+    message::Delivery,
+    options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions},
+};
 use schema::{FrameJob, Message};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use fleet::Publisher;
+
+use crate::pace;
 
 /// A decoded job and the delivery it must be acked through.
 pub struct Job {
@@ -20,6 +26,10 @@ pub struct Intake {
     pub task: String,
     pub size: (usize, usize),
     pub dead: Publisher,
+    /// The consumer tag, kept across re-subscriptions.
+    pub tag: String,
+    /// `--prefetch`: the most jobs ever held.
+    pub ceiling: u16,
 }
 
 impl Intake {
@@ -55,36 +65,86 @@ impl Intake {
     }
 
     /// Runs until the consumer ends or `stop` fires, then returns so that
-    /// the batches already taken can drain.
+    /// the batches already taken can drain. `prefetch` is the number of
+    /// jobs that fit in the ack timeout (`pace`); the consumer is
+    /// re-subscribed with it when it changes enough.
     pub async fn run(
         self,
+        channel: &Channel,
         mut consumer: Consumer,
         jobs: mpsc::Sender<Job>,
         stop: CancellationToken,
+        mut prefetch: watch::Receiver<u16>,
     ) -> anyhow::Result<()> {
+        let mut current = *prefetch.borrow_and_update();
         loop {
             let delivery = tokio::select! {
                 _ = stop.cancelled() => return Ok(()),
+                Ok(()) = prefetch.changed() => {
+                    let target = *prefetch.borrow_and_update();
+                    if pace::worth_changing(current, target, self.ceiling) {
+                        consumer = self.resubscribe(channel, consumer, target, &jobs).await?;
+                        current = target;
+                    }
+                    continue;
+                }
                 next = consumer.next() => match next {
                     Some(Ok(d)) => d,
                     Some(Err(e)) => {
                         tracing::warn!(error = %e, "consumer error, waiting for recovery");
-                        self.dead.channel().wait_for_recovery(e).await?;
+                        channel.wait_for_recovery(e).await?;
                         continue;
                     }
                     None => return Ok(()),
                 },
             };
-            match self.check(&delivery) {
-                Ok(job) => {
-                    if jobs.send(Job { delivery, job }).await.is_err() {
-                        return Ok(());
-                    }
-                }
-                Err((cause, reason)) => {
-                    fleet::dead_letter(&self.dead, &delivery, &self.queue, cause, &reason).await?;
-                }
+            if !self.take(delivery, &jobs).await? {
+                return Ok(());
             }
         }
+    }
+
+    /// Passes a delivery on as a job, or dead-letters it. False when the
+    /// batcher is gone.
+    async fn take(&self, delivery: Delivery, jobs: &mpsc::Sender<Job>) -> anyhow::Result<bool> {
+        match self.check(&delivery) {
+            Ok(job) => Ok(jobs.send(Job { delivery, job }).await.is_ok()),
+            Err((cause, reason)) => {
+                fleet::dead_letter(&self.dead, &delivery, &self.queue, cause, &reason).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// A consumer's prefetch is fixed when it subscribes (RabbitMQ applies
+    /// `basic.qos` to consumers created after it), so a new prefetch means
+    /// cancel, take what was already sent, set the QoS, subscribe again.
+    /// Held deliveries stay ours throughout.
+    async fn resubscribe(
+        &self,
+        channel: &Channel,
+        mut old: Consumer,
+        prefetch: u16,
+        jobs: &mpsc::Sender<Job>,
+    ) -> anyhow::Result<Consumer> {
+        channel
+            .basic_cancel(self.tag.as_str().into(), BasicCancelOptions::default())
+            .await?;
+        while let Some(Ok(delivery)) = old.next().await {
+            self.take(delivery, jobs).await?;
+        }
+        channel
+            .basic_qos(prefetch, BasicQosOptions::default())
+            .await?;
+        let consumer = channel
+            .basic_consume(
+                self.queue.as_str().into(),
+                self.tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                Default::default(),
+            )
+            .await?;
+        tracing::info!(prefetch, "prefetch fitted to the ack timeout");
+        Ok(consumer)
     }
 }

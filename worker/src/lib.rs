@@ -10,5 +10,6 @@ mod engine;
 mod intake;
 pub mod load;
 pub mod models;
+mod pace;
 mod reply;
 pub mod run;

@@ -4,30 +4,37 @@
 
 use std::time::{Duration, Instant};
 
-use lapin::options::{BasicAckOptions, BasicNackOptions};
 use schema::{FrameResult, Message};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use fleet::{Publisher, Topology};
 
-use crate::{engine::Finished, models::Outputs};
+use crate::{engine::Finished, models::Outputs, pace::Pace};
 
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 pub struct Reply {
     pub results: Publisher,
     pub model: String,
+    pub pace: Pace,
+    /// Tells the intake how many jobs fit in the ack timeout.
+    pub prefetch: watch::Sender<u16>,
 }
 
 impl Reply {
-    pub async fn run(self, mut finished: mpsc::Receiver<Finished>) -> anyhow::Result<()> {
+    pub async fn run(mut self, mut finished: mpsc::Receiver<Finished>) -> anyhow::Result<()> {
         let started = Instant::now();
         let mut last_report: Option<Instant> = None;
         let mut frames_done = 0u64;
         while let Some(batch) = finished.recv().await {
             match batch.outcome {
                 Ok(outputs) => {
+                    let largest_job = batch.jobs.iter().map(|j| j.job.frames.len()).max();
+                    let publishing = Instant::now();
                     let frames = self.publish(batch.jobs, &outputs, batch.compute_ms).await?;
+                    let took = Duration::from_millis(batch.compute_ms.into()) + publishing.elapsed();
+                    let fits = self.pace.observe(frames, largest_job.unwrap_or(0), took);
+                    self.prefetch.send_if_modified(|p| std::mem::replace(p, fits) != fits);
                     metrics::counter!(fleet::metrics::FRAMES_INFERRED).increment(frames as u64);
                     metrics::histogram!(fleet::metrics::BATCH_FRAMES).record(frames as f64);
                     metrics::histogram!(fleet::metrics::MODEL_SECONDS)
@@ -46,13 +53,7 @@ impl Reply {
                 Err(e) => {
                     tracing::error!(failure = "model_error", error = %e, jobs = batch.jobs.len(), "model failed, requeueing jobs");
                     for j in batch.jobs {
-                        let requeue = BasicNackOptions {
-                            requeue: true,
-                            ..Default::default()
-                        };
-                        if let Err(e) = j.delivery.acker.nack(requeue).await {
-                            tracing::warn!(error = %e, "nack failed; the broker redelivers on reconnect");
-                        }
+                        fleet::settle::requeue(&j.delivery.acker).await;
                     }
                 }
             }
@@ -94,11 +95,10 @@ impl Reply {
             self.results
                 .publish(Topology::RESULTS_KEY, &payload, Default::default())
                 .await?;
-            match j.delivery.acker.ack(BasicAckOptions::default()).await {
-                Ok(_) => metrics::counter!(fleet::metrics::JOBS_ACKED).increment(1),
-                // The result is out; the job comes back after reconnect and
-                // its duplicate result is absorbed by the idempotent collector.
-                Err(e) => tracing::warn!(error = %e, "ack failed after publishing the result"),
+            // The result is out; a job whose ack is lost comes back and its
+            // duplicate result is absorbed by the idempotent collector.
+            if fleet::settle::ack(&j.delivery.acker).await {
+                metrics::counter!(fleet::metrics::JOBS_ACKED).increment(1);
             }
         }
         Ok(offset)

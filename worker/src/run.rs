@@ -2,12 +2,12 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use lapin::options::{BasicConsumeOptions, BasicQosOptions};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use fleet::{Publisher, Topology};
 
-use crate::{batcher, cli::RunArgs, engine, intake::Intake, load, reply::Reply};
+use crate::{batcher, cli::RunArgs, engine, intake::Intake, load, pace::Pace, reply::Reply};
 
 async fn shutdown_signal(stop: CancellationToken) {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -56,8 +56,9 @@ pub async fn run(cli: RunArgs) -> anyhow::Result<()> {
 
     let queue = topology.frames_queue(&cli.task);
     let channel = connection.create_channel().await?;
+    // One job until the first batch shows how many fit in the ack timeout.
     channel
-        .basic_qos(cli.prefetch, BasicQosOptions::default())
+        .basic_qos(Pace::INITIAL.min(cli.prefetch), BasicQosOptions::default())
         .await?;
     let consumer = channel
         .basic_consume(
@@ -70,6 +71,7 @@ pub async fn run(cli: RunArgs) -> anyhow::Result<()> {
     tracing::info!(
         queue,
         prefetch = cli.prefetch,
+        ack_timeout = %humantime::format_duration(cli.ack_timeout),
         max_batch = cli.max_batch,
         "consuming"
     );
@@ -83,12 +85,15 @@ pub async fn run(cli: RunArgs) -> anyhow::Result<()> {
         max_frames: cli.max_batch as usize,
         max_wait: Duration::from_millis(cli.max_wait_ms),
     };
+    let (prefetch_tx, prefetch_rx) = watch::channel(Pace::INITIAL.min(cli.prefetch));
     let engine = engine::spawn(model, cli.max_batch as usize, batch_rx, done_tx)?;
     let batching = tokio::spawn(batcher::run(job_rx, batch_tx, limits));
     let replying = tokio::spawn(
         Reply {
             results,
             model: name,
+            pace: Pace::new(cli.ack_timeout, cli.prefetch),
+            prefetch: prefetch_tx,
         }
         .run(done_rx),
     );
@@ -97,8 +102,12 @@ pub async fn run(cli: RunArgs) -> anyhow::Result<()> {
         task: cli.task.clone(),
         size,
         dead,
+        tag: consumer_tag.clone(),
+        ceiling: cli.prefetch,
     };
-    let intake_result = intake.run(consumer, job_tx, stop.clone()).await;
+    let intake_result = intake
+        .run(&channel, consumer, job_tx, stop.clone(), prefetch_rx)
+        .await;
     // Stop deliveries; what was already taken drains through the pipeline
     // and is acked on this same channel before it closes. Anything still
     // unacked after that is requeued by the broker.

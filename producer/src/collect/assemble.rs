@@ -244,6 +244,7 @@ async fn assemble(client: &Client, done: &VideoDone) -> anyhow::Result<()> {
         "video done marker for {} counts no jobs",
         done.source
     );
+    tracing::info!(video = %done.source, jobs = done.jobs, "assembling outputs");
     let output = &done.output;
     let layout = Layout {
         output,

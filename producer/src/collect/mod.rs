@@ -13,17 +13,19 @@ mod layout;
 mod npy;
 mod status;
 
+use std::time::Duration;
+
 use futures::StreamExt;
 use lapin::{
     Channel,
     message::Delivery,
-    options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions},
+    options::{BasicConsumeOptions, BasicQosOptions},
 };
 use schema::{Message, ObjectRef, VideoFailed};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use fleet::{Publisher, Topology};
+use fleet::{Publisher, Topology, retry::Patience};
 
 use crate::s3;
 pub(crate) use layout::Layout;
@@ -35,7 +37,9 @@ pub struct Collector {
     pub topology: Topology,
     pub dead: Publisher,
     pub prefetch: u16,
+    pub store_retry: Duration,
 }
+
 
 impl Collector {
     pub async fn run(self, channel: Channel, stop: CancellationToken) -> anyhow::Result<()> {
@@ -66,7 +70,7 @@ impl Collector {
                     None => break,
                 },
             };
-            self.handle(delivery, &queue).await?;
+            self.handle(delivery, &queue, &stop).await?;
         }
         channel
             .basic_cancel(tag.as_str().into(), Default::default())
@@ -75,7 +79,12 @@ impl Collector {
         Ok(())
     }
 
-    async fn handle(&self, delivery: Delivery, queue: &str) -> anyhow::Result<()> {
+    async fn handle(
+        &self,
+        delivery: Delivery,
+        queue: &str,
+        stop: &CancellationToken,
+    ) -> anyhow::Result<()> {
         let rejected = match schema::decode(&delivery.data) {
             Ok(m @ (Message::FrameResult(_) | Message::VideoDone(_) | Message::VideoFailed(_))) => {
                 Ok(m)
@@ -93,27 +102,31 @@ impl Collector {
                 return Ok(());
             }
         };
-        match self.store(&message, &delivery.data).await {
-            Ok(()) => {
-                delivery.acker.ack(BasicAckOptions::default()).await?;
+        // A store that is down or restarting is waited out here instead of
+        // burning the message's deliveries; SIGTERM cuts the wait short.
+        let mut patience = Patience::new(self.store_retry);
+        loop {
+            let e = match self.store(&message, &delivery.data).await {
+                Ok(()) => {
+                    fleet::settle::ack(&delivery.acker).await;
+                    return Ok(());
+                }
+                Err(e) => e,
+            };
+            let retry_ms = patience.next_wait().as_millis() as u64;
+            if patience.wait(stop).await {
+                tracing::warn!(kind = message.kind(), error = format!("{e:#}"), retry_ms, "store failed, retried");
+                continue;
             }
-            Err(e) => {
-                // The store is unreachable or refused a write: retry later;
-                // the queue's delivery limit bounds how often.
-                tracing::error!(
-                    failure = "store_error",
-                    kind = message.kind(),
-                    error = format!("{e:#}"),
-                    "result not stored, requeued"
-                );
-                let requeue = BasicNackOptions {
-                    requeue: true,
-                    ..Default::default()
-                };
-                delivery.acker.nack(requeue).await?;
-            }
+            tracing::error!(
+                failure = "store_error",
+                kind = message.kind(),
+                error = format!("{e:#}"),
+                "result not stored, requeued"
+            );
+            fleet::settle::requeue(&delivery.acker).await;
+            return Ok(());
         }
-        Ok(())
     }
 
     async fn store(&self, message: &Message, raw: &[u8]) -> anyhow::Result<()> {

@@ -14,7 +14,7 @@ use futures::StreamExt;
 use lapin::{
     Channel, Connection, ExchangeKind,
     message::Delivery,
-    options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions},
+    options::{BasicConsumeOptions, BasicQosOptions},
 };
 use lru::LruCache;
 use schema::ObjectRef;
@@ -237,7 +237,7 @@ impl<'a> Watcher<'a> {
                 event = next_event => match event {
                     Some(Ok(delivery)) => {
                         if !lease.still_held().await {
-                            delivery.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await.ok();
+                            fleet::settle::requeue(&delivery.acker).await;
                             return Ok(End::LeaseLost);
                         }
                         let queue = self.topology.events_queue(&self.instance());
@@ -313,17 +313,11 @@ impl<'a> Watcher<'a> {
                     error = format!("{e:#}"),
                     "event not handled, requeued"
                 );
-                delivery
-                    .acker
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..Default::default()
-                    })
-                    .await?;
+                fleet::settle::requeue(&delivery.acker).await;
                 return Ok(());
             }
         }
-        delivery.acker.ack(BasicAckOptions::default()).await?;
+        fleet::settle::ack(&delivery.acker).await;
         Ok(())
     }
 

@@ -1,0 +1,93 @@
+//! Fault 5: a model slower than the broker's ack timeout allows. With
+//! `consumer_timeout` lowered to 20 s, a worker allowed to hold 64 jobs
+//! of 8 frames (far more than it can run in 20 s) must still never have a
+//! delivery time out: it holds one job until it has measured itself, then
+//! only as many as fit in half the timeout. The video ends `done` with
+//! every sampled frame once, and the broker never closed the channel.
+//!
+//! Only test in this binary: `consumer_timeout` is broker-wide, and cargo
+//! runs test binaries one after another.
+
+use std::{path::Path, time::Duration};
+
+use e2e::{Fleet, OPENCV_DATA, env, rabbitmqctl};
+
+const TASK: &str = "embed.effnet-lite0";
+const TIMEOUT_MS: u64 = 20_000;
+
+/// Lowers the broker's `consumer_timeout` for channels opened from now
+/// on, and puts the previous value back on drop.
+struct ConsumerTimeout {
+    previous: String,
+}
+
+impl ConsumerTimeout {
+    fn lower(ms: u64) -> anyhow::Result<Self> {
+        let previous = rabbitmqctl(&["eval", "application:get_env(rabbit, consumer_timeout)."])?
+            .trim()
+            .to_owned();
+        rabbitmqctl(&["eval", &format!("application:set_env(rabbit, consumer_timeout, {ms}).")])?;
+        Ok(Self { previous })
+    }
+}
+
+impl Drop for ConsumerTimeout {
+    fn drop(&mut self) {
+        let restore = match self.previous.strip_prefix("{ok,").and_then(|v| v.strip_suffix('}')) {
+            Some(value) => format!("application:set_env(rabbit, consumer_timeout, {value})."),
+            None => "application:unset_env(rabbit, consumer_timeout).".to_owned(),
+        };
+        rabbitmqctl(&["eval", &restore]).ok();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_worker_never_trips_the_ack_timeout() -> anyhow::Result<()> {
+    let _timeout = ConsumerTimeout::lower(TIMEOUT_MS)?;
+    let mut fleet = Fleet::new("acktimeout").await?;
+    let video = Path::new(OPENCV_DATA).join("vtest.avi");
+    fleet.upload("in/vtest.avi", &video).await?;
+    let model = env("FF_TEST_MODEL_DIR")?;
+    fleet.spawn("producer", "producer", &["run", "--job-frames", "8"])?;
+    fleet.spawn("collector", "producer", &["collect"])?;
+    let bucket = fleet.bucket.clone();
+    fleet.run(
+        "producer",
+        &["submit", &format!("s3://{bucket}/in/"), "--task", TASK, "--sample", "every=2"],
+    )?;
+    // Every job is queued before the worker starts: a worker that took all
+    // 64 it may hold would sit on the last for far longer than 20 s.
+    fleet
+        .wait_for_log("producer", &["video published"], Duration::from_secs(120))
+        .await?;
+    let timeout = format!("{}s", TIMEOUT_MS / 1000);
+    fleet.spawn(
+        "worker",
+        "worker",
+        &[
+            "--task", TASK, "--model-dir", &model, "--max-batch", "8", "--prefetch", "64",
+            "--ack-timeout", &timeout,
+        ],
+    )?;
+
+    let status = fleet
+        .wait_for_status(&["in/vtest.avi"], Duration::from_secs(600))
+        .await?;
+    assert_eq!(status[0]["state"], "done", "{}", status[0]);
+    assert_eq!(
+        fleet.embedded_frames("in/vtest.avi").await?,
+        (0..795).step_by(2).collect::<Vec<u64>>(),
+        "every sampled frame exactly once, in order"
+    );
+    let worker = fleet.log("worker");
+    assert!(
+        worker.contains("prefetch fitted to the ack timeout"),
+        "the worker fitted its prefetch:\n{worker}"
+    );
+    assert!(
+        !worker.contains("consumer error") && !worker.contains("channel closed"),
+        "the broker closed the worker's channel:\n{worker}"
+    );
+    assert_eq!(fleet.ready("dead")?, 0, "dead letters");
+    fleet.cleanup(&[TASK]).await
+}

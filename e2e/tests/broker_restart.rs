@@ -1,0 +1,129 @@
+//! Fault 1: the broker restarted mid-run, twice. First `stop_app` /
+//! `start_app` while the producer is publishing under back-pressure (the
+//! frames queue full), the worker is mid-batch and the collector is writing
+//! parts; then a full node stop and start as the collector begins assembling
+//! the outputs. Every process rides both out on lapin's recovery, and the
+//! video ends `done` with every frame exactly once.
+//!
+//! Only test in this binary: it stops the shared local broker, and cargo
+//! runs test binaries one after another.
+
+use std::{
+    path::Path,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use e2e::{Fleet, OPENCV_DATA, env, ffprobe_frames, rabbitmqctl};
+
+const TASK: &str = "embed.effnet-lite0";
+
+/// Starts the broker again whatever happened to the test, so that a failure
+/// here cannot fail every test after it.
+struct BrokerGuard;
+
+impl BrokerGuard {
+    fn ping() -> bool {
+        Command::new("rabbitmq-diagnostics")
+            .args(["-q", "ping"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
+    /// A full node start: the Erlang VM, then the app.
+    fn start_node() -> anyhow::Result<()> {
+        let started = Command::new("rabbitmq-server").arg("-detached").status()?;
+        anyhow::ensure!(started.success(), "rabbitmq-server -detached failed");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !Self::ping() {
+            anyhow::ensure!(Instant::now() < deadline, "RabbitMQ did not start in 120 s");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        rabbitmqctl(&["await_startup"])?;
+        Ok(())
+    }
+}
+
+impl Drop for BrokerGuard {
+    fn drop(&mut self) {
+        if !Self::ping() {
+            rabbitmqctl(&["start_app"]).ok();
+        }
+        if !Self::ping() {
+            Self::start_node().ok();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_fleet_rides_out_broker_restarts() -> anyhow::Result<()> {
+    let _guard = BrokerGuard;
+    let mut fleet = Fleet::new("broker").await?;
+    let video = Path::new(OPENCV_DATA).join("vtest.avi");
+    fleet.upload("in/vtest.avi", &video).await?;
+    let model = env("FF_TEST_MODEL_DIR")?;
+    // One frame per job: 795 jobs against a queue that holds 256, so the
+    // producer is refused and backs off while the worker catches up.
+    fleet.spawn("producer", "producer", &["run", "--job-frames", "1"])?;
+    fleet.spawn("collector", "producer", &["collect"])?;
+    fleet.spawn(
+        "worker",
+        "worker",
+        &["--task", TASK, "--model-dir", &model, "--max-batch", "8", "--prefetch", "8"],
+    )?;
+    let bucket = fleet.bucket.clone();
+    fleet.run(
+        "producer",
+        &["submit", &format!("s3://{bucket}/in/"), "--task", TASK],
+    )?;
+
+    let frames_queue = format!("frames.{TASK}");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let full = fleet.ready(&frames_queue).unwrap_or(0) >= 250;
+        if full && fleet.log_lines("worker", &["progress"]) > 0 {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "never under back-pressure with the worker busy:\n{}",
+            fleet.log("worker")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    rabbitmqctl(&["stop_app"])?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    rabbitmqctl(&["start_app"])?;
+    rabbitmqctl(&["await_startup"])?;
+    eprintln!("broker app restarted under back-pressure");
+
+    fleet
+        .wait_for_log("collector", &["assembling outputs"], Duration::from_secs(600))
+        .await?;
+    rabbitmqctl(&["shutdown"])?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    BrokerGuard::start_node()?;
+    eprintln!("broker node restarted as the collector assembled");
+
+    let status = fleet
+        .wait_for_status(&["in/vtest.avi"], Duration::from_secs(300))
+        .await?;
+    assert_eq!(status[0]["state"], "done", "{}", status[0]);
+    let frames = ffprobe_frames(&video)?;
+    assert_eq!(
+        fleet.embedded_frames("in/vtest.avi").await?,
+        (0..frames).collect::<Vec<_>>(),
+        "every frame exactly once, in order"
+    );
+    for label in ["producer", "collector", "worker"] {
+        assert!(
+            fleet.exited(label)?.is_none(),
+            "{label} died with the broker:\n{}",
+            fleet.log(label)
+        );
+    }
+    // Nothing was dead-lettered: two restarts are well inside the
+    // delivery limit, and no message was mistaken for a bad one.
+    assert_eq!(fleet.ready("dead")?, 0, "dead letters after the restarts");
+    fleet.cleanup(&[TASK]).await
+}
