@@ -561,8 +561,17 @@ impl Fleet {
 
     /// Messages ready in one of this fleet's queues (`frames.<task>`, …).
     pub fn ready(&self, queue: &str) -> anyhow::Result<u64> {
+        self.queue_stat(queue, "messages_ready")
+    }
+
+    /// Messages delivered to a consumer and not yet acked.
+    pub fn unacked(&self, queue: &str) -> anyhow::Result<u64> {
+        self.queue_stat(queue, "messages_unacknowledged")
+    }
+
+    fn queue_stat(&self, queue: &str, column: &str) -> anyhow::Result<u64> {
         let name = format!("{}.{queue}", self.namespace);
-        let listing = rabbitmqctl(&["list_queues", "-q", "--no-table-headers", "name", "messages_ready"])?;
+        let listing = rabbitmqctl(&["list_queues", "-q", "--no-table-headers", "name", column])?;
         listing
             .lines()
             .filter_map(|l| l.split_once('\t'))
@@ -571,7 +580,7 @@ impl Fleet {
             .1
             .trim()
             .parse()
-            .context("messages_ready is not a number")
+            .with_context(|| format!("{column} is not a number"))
     }
 }
 
@@ -642,7 +651,11 @@ impl S3Server {
         );
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(&self.addr).is_err() {
-            anyhow::ensure!(Instant::now() < deadline, "s3s-fs did not listen on {}", self.addr);
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "s3s-fs did not listen on {}",
+                self.addr
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         Ok(())

@@ -1,14 +1,25 @@
 //! Fault 5: a model slower than the broker's ack timeout allows. With
 //! `consumer_timeout` lowered to 20 s, a worker allowed to hold 64 jobs
-//! of 8 frames (far more than it can run in 20 s) must still never have a
-//! delivery time out: it holds one job until it has measured itself, then
-//! only as many as fit in half the timeout. The video ends `done` with
-//! every sampled frame once, and the broker never closed the channel.
+//! of 8 frames (far more than it can run in 20 s) must still never hold a
+//! delivery that long: it holds one job until it has measured itself,
+//! then only as many as fit in half the timeout. The test watches the
+//! broker's unacked count for the frames queue throughout and holds it
+//! against the worker's measured speed; the video ends `done` with every
+//! sampled frame once, and the broker never closed the channel.
+//!
+//! The bound is asserted from the broker's own unacked count, not only
+//! from a channel surviving: RabbitMQ 3.10.8 here did not enforce a
+//! `consumer_timeout` set at runtime (a channel holding one delivery
+//! unacked for 150 s with a 5 s timeout stayed open), so a survived
+//! channel alone would prove nothing.
 //!
 //! Only test in this binary: `consumer_timeout` is broker-wide, and cargo
 //! runs test binaries one after another.
 
-use std::{path::Path, time::Duration};
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
 
 use e2e::{Fleet, OPENCV_DATA, env, rabbitmqctl};
 
@@ -26,14 +37,21 @@ impl ConsumerTimeout {
         let previous = rabbitmqctl(&["eval", "application:get_env(rabbit, consumer_timeout)."])?
             .trim()
             .to_owned();
-        rabbitmqctl(&["eval", &format!("application:set_env(rabbit, consumer_timeout, {ms}).")])?;
+        rabbitmqctl(&[
+            "eval",
+            &format!("application:set_env(rabbit, consumer_timeout, {ms})."),
+        ])?;
         Ok(Self { previous })
     }
 }
 
 impl Drop for ConsumerTimeout {
     fn drop(&mut self) {
-        let restore = match self.previous.strip_prefix("{ok,").and_then(|v| v.strip_suffix('}')) {
+        let restore = match self
+            .previous
+            .strip_prefix("{ok,")
+            .and_then(|v| v.strip_suffix('}'))
+        {
             Some(value) => format!("application:set_env(rabbit, consumer_timeout, {value})."),
             None => "application:unset_env(rabbit, consumer_timeout).".to_owned(),
         };
@@ -53,7 +71,14 @@ async fn a_slow_worker_never_trips_the_ack_timeout() -> anyhow::Result<()> {
     let bucket = fleet.bucket.clone();
     fleet.run(
         "producer",
-        &["submit", &format!("s3://{bucket}/in/"), "--task", TASK, "--sample", "every=2"],
+        &[
+            "submit",
+            &format!("s3://{bucket}/in/"),
+            "--task",
+            TASK,
+            "--sample",
+            "every=2",
+        ],
     )?;
     // Every job is queued before the worker starts: a worker that took all
     // 64 it may hold would sit on the last for far longer than 20 s.
@@ -65,13 +90,38 @@ async fn a_slow_worker_never_trips_the_ack_timeout() -> anyhow::Result<()> {
         "worker",
         "worker",
         &[
-            "--task", TASK, "--model-dir", &model, "--max-batch", "8", "--prefetch", "64",
-            "--ack-timeout", &timeout,
+            "--task",
+            TASK,
+            "--model-dir",
+            &model,
+            "--max-batch",
+            "8",
+            "--prefetch",
+            "64",
+            "--ack-timeout",
+            &timeout,
         ],
     )?;
 
+    // The most jobs the worker held at once, as the broker counts them.
+    let frames_queue = format!("frames.{TASK}");
+    let mut held = 0;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while fleet
+        .get("outputs/status/in/vtest.avi.json")
+        .await?
+        .is_none()
+    {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "not done:\n{}",
+            fleet.log("worker")
+        );
+        held = held.max(fleet.unacked(&frames_queue)?);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let status = fleet
-        .wait_for_status(&["in/vtest.avi"], Duration::from_secs(600))
+        .wait_for_status(&["in/vtest.avi"], Duration::from_secs(1))
         .await?;
     assert_eq!(status[0]["state"], "done", "{}", status[0]);
     assert_eq!(
@@ -87,6 +137,25 @@ async fn a_slow_worker_never_trips_the_ack_timeout() -> anyhow::Result<()> {
     assert!(
         !worker.contains("consumer error") && !worker.contains("channel closed"),
         "the broker closed the worker's channel:\n{worker}"
+    );
+    // Held jobs × 8 frames at the speed the model ran must fit in half the
+    // timeout (50% slack for timing noise); taking all 50 jobs at once
+    // would need about 25 s on this machine.
+    let frames = status[0]["frames"].as_f64().unwrap_or_default();
+    let per_frame_s = status[0]["timings"]["compute_ms"]
+        .as_f64()
+        .unwrap_or_default()
+        / 1000.0
+        / frames;
+    let wait_s = held as f64 * 8.0 * per_frame_s;
+    eprintln!("held at most {held} jobs: {wait_s:.1} s of work at {per_frame_s:.3} s/frame");
+    assert!(
+        held >= 2,
+        "the worker grew its prefetch once measured: held {held}"
+    );
+    assert!(
+        wait_s <= TIMEOUT_MS as f64 / 1000.0 / 2.0 * 1.5,
+        "held {held} jobs, {wait_s:.1} s of work, against a {TIMEOUT_MS} ms ack timeout"
     );
     assert_eq!(fleet.ready("dead")?, 0, "dead letters");
     fleet.cleanup(&[TASK]).await

@@ -69,7 +69,16 @@ async fn the_fleet_rides_out_broker_restarts() -> anyhow::Result<()> {
     fleet.spawn(
         "worker",
         "worker",
-        &["--task", TASK, "--model-dir", &model, "--max-batch", "8", "--prefetch", "8"],
+        &[
+            "--task",
+            TASK,
+            "--model-dir",
+            &model,
+            "--max-batch",
+            "8",
+            "--prefetch",
+            "8",
+        ],
     )?;
     let bucket = fleet.bucket.clone();
     fleet.run(
@@ -98,7 +107,11 @@ async fn the_fleet_rides_out_broker_restarts() -> anyhow::Result<()> {
     eprintln!("broker app restarted under back-pressure");
 
     fleet
-        .wait_for_log("collector", &["assembling outputs"], Duration::from_secs(600))
+        .wait_for_log(
+            "collector",
+            &["assembling outputs"],
+            Duration::from_secs(600),
+        )
         .await?;
     rabbitmqctl(&["shutdown"])?;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -119,6 +132,11 @@ async fn the_fleet_rides_out_broker_restarts() -> anyhow::Result<()> {
         assert!(
             fleet.exited(label)?.is_none(),
             "{label} died with the broker:\n{}",
+            fleet.log(label)
+        );
+        assert!(
+            fleet.log_lines(label, &["recover"]) > 0,
+            "{label} never noticed the restarts:\n{}",
             fleet.log(label)
         );
     }

@@ -78,7 +78,9 @@ async fn every_bad_input_ends_named_with_its_reason() -> anyhow::Result<()> {
     let cases = generate(&dir)?;
     assert!(cases.len() >= 20, "{} kinds", cases.len());
     for case in &cases {
-        fleet.upload(&format!("in/{}", case.name), &dir.join(&case.name)).await?;
+        fleet
+            .upload(&format!("in/{}", case.name), &dir.join(&case.name))
+            .await?;
     }
     // A huge count of tiny files: one-frame videos.
     let tiny = dir.join("one-pixel.mkv");
@@ -98,7 +100,14 @@ async fn every_bad_input_ends_named_with_its_reason() -> anyhow::Result<()> {
     let bucket = fleet.bucket.clone();
     fleet.run(
         "producer",
-        &["submit", &format!("s3://{bucket}/in/"), "--task", TASK, "--sample", "fps=2"],
+        &[
+            "submit",
+            &format!("s3://{bucket}/in/"),
+            "--task",
+            TASK,
+            "--sample",
+            "fps=2",
+        ],
     )?;
 
     // Bad messages on every queue while the fleet works.
@@ -134,7 +143,10 @@ async fn every_bad_input_ends_named_with_its_reason() -> anyhow::Result<()> {
         }
         // A failure's reason names the object.
         if state == "failed" && !error.unwrap_or_default().contains(&case.name) {
-            wrong.push(format!("{}: the reason does not name it: {error:?}", case.name));
+            wrong.push(format!(
+                "{}: the reason does not name it: {error:?}",
+                case.name
+            ));
         }
     }
     for (i, status) in statuses[cases.len()..].iter().enumerate() {
@@ -142,7 +154,12 @@ async fn every_bad_input_ends_named_with_its_reason() -> anyhow::Result<()> {
             wrong.push(format!("tiny/{i:04}.mkv: {status}"));
         }
     }
-    assert!(wrong.is_empty(), "{} outcomes wrong:\n{}", wrong.len(), wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "{} outcomes wrong:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
 
     // Each bad message is in the dead-letter queue with its reason.
     let connection = fleet::connect(&fleet.amqp_url, "e2e corpus").await?;
@@ -153,7 +170,12 @@ async fn every_bad_input_ends_named_with_its_reason() -> anyhow::Result<()> {
         .basic_get(dead.as_str().into(), BasicGetOptions::default())
         .await?
     {
-        let headers = letter.delivery.properties.headers().clone().unwrap_or_default();
+        let headers = letter
+            .delivery
+            .properties
+            .headers()
+            .clone()
+            .unwrap_or_default();
         let text = |h: &str| match headers.inner().get(h) {
             Some(AMQPValue::LongString(s)) => s.to_string(),
             _ => String::new(),
@@ -169,16 +191,30 @@ async fn every_bad_input_ends_named_with_its_reason() -> anyhow::Result<()> {
         };
         for (_, reason) in bad_messages() {
             assert!(
-                reasons.iter().any(|(q, r)| *q == queue && r.contains(reason)),
+                reasons
+                    .iter()
+                    .any(|(q, r)| *q == queue && r.contains(reason)),
                 "no dead letter from {queue} saying {reason:?}; got {reasons:#?}"
             );
         }
     }
-    assert_eq!(reasons.len(), keys.len() * bad_messages().len(), "{reasons:#?}");
+    assert_eq!(
+        reasons.len(),
+        keys.len() * bad_messages().len(),
+        "{reasons:#?}"
+    );
 
     for label in ["producer-a", "producer-b", "collector", "worker"] {
-        assert!(fleet.exited(label)?.is_none(), "{label} died:\n{}", fleet.log(label));
-        assert!(!fleet.log(label).contains("panicked"), "{label} panicked:\n{}", fleet.log(label));
+        assert!(
+            fleet.exited(label)?.is_none(),
+            "{label} died:\n{}",
+            fleet.log(label)
+        );
+        assert!(
+            !fleet.log(label).contains("panicked"),
+            "{label} panicked:\n{}",
+            fleet.log(label)
+        );
     }
     fleet.cleanup(&[TASK]).await
 }

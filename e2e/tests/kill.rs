@@ -20,7 +20,16 @@ fn worker(fleet: &mut Fleet, label: &str) -> anyhow::Result<()> {
     fleet.spawn(
         label,
         "worker",
-        &["--task", TASK, "--model-dir", &model, "--max-batch", "16", "--prefetch", "16"],
+        &[
+            "--task",
+            TASK,
+            "--model-dir",
+            &model,
+            "--max-batch",
+            "16",
+            "--prefetch",
+            "16",
+        ],
     )
 }
 
@@ -77,7 +86,10 @@ async fn a_collector_killed_mid_assembly_assembles_again() -> anyhow::Result<()>
     }
     fleet.kill("collector1")?;
     assert!(
-        fleet.get(&format!("outputs/status/{VIDEO}.json")).await?.is_none(),
+        fleet
+            .get(&format!("outputs/status/{VIDEO}.json"))
+            .await?
+            .is_none(),
         "the collector was killed before it finished assembling"
     );
     fleet.spawn("collector2", "producer", &["collect"])?;
@@ -109,7 +121,10 @@ async fn a_producer_killed_mid_video_is_decoded_again_without_duplicates() -> an
     assert!(published < 795, "killed mid-video, {published} jobs in");
     let deadline = Instant::now() + Duration::from_secs(10);
     while fleet.ready("videos")? != 1 {
-        anyhow::ensure!(Instant::now() < deadline, "the task never went back to its queue");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the task never went back to its queue"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 

@@ -25,7 +25,14 @@ async fn peaks(fleet: &Fleet, keys: &[&str], sample: &str) -> anyhow::Result<Vec
     let bucket = fleet.bucket.clone();
     fleet.run(
         "producer",
-        &["submit", &format!("s3://{bucket}/in/"), "--task", TASK, "--sample", sample],
+        &[
+            "submit",
+            &format!("s3://{bucket}/in/"),
+            "--task",
+            TASK,
+            "--sample",
+            sample,
+        ],
     )?;
     let statuses = fleet
         .wait_for_status(keys, Duration::from_secs(3 * 3600))
@@ -65,9 +72,18 @@ fn video(seconds: u32) -> anyhow::Result<std::path::PathBuf> {
     if !path.exists() {
         // Cheap to make and to decode: 160x120 at 10 fps, few bits.
         ffmpeg(&[
-            "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=10",
-            "-t", &seconds.to_string(),
-            "-c:v", "libx264", "-preset", "ultrafast", "-crf", "40",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=160x120:rate=10",
+            "-t",
+            &seconds.to_string(),
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-crf",
+            "40",
             &path.to_string_lossy(),
         ])?;
     }
@@ -94,8 +110,17 @@ async fn peak_rss_is_flat_with_video_length() -> anyhow::Result<()> {
 async fn peak_rss_is_flat_with_queued_videos() -> anyhow::Result<()> {
     let clip = std::env::temp_dir().join("ff-memory-clip.mp4");
     ffmpeg(&[
-        "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=10", "-t", "2",
-        "-c:v", "libx264", "-preset", "ultrafast", &clip.to_string_lossy(),
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=160x120:rate=10",
+        "-t",
+        "2",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        &clip.to_string_lossy(),
     ])?;
     let mut results = Vec::new();
     for count in [10, 1000] {
@@ -108,7 +133,13 @@ async fn peak_rss_is_flat_with_queued_videos() -> anyhow::Result<()> {
         results.push(peaks(&fleet, &keys, "fps=1").await?);
         fleet.cleanup(&[TASK]).await?;
     }
-    report("queued", "10 videos", "1,000 videos", &results[0], &results[1]);
+    report(
+        "queued",
+        "10 videos",
+        "1,000 videos",
+        &results[0],
+        &results[1],
+    );
     assert_flat(&results[0], &results[1]);
     Ok(())
 }

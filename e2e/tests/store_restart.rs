@@ -28,7 +28,16 @@ async fn the_fleet_rides_out_store_restarts() -> anyhow::Result<()> {
     fleet.spawn(
         "worker",
         "worker",
-        &["--task", TASK, "--model-dir", &model, "--max-batch", "8", "--prefetch", "8"],
+        &[
+            "--task",
+            TASK,
+            "--model-dir",
+            &model,
+            "--max-batch",
+            "8",
+            "--prefetch",
+            "8",
+        ],
     )?;
     let bucket = fleet.bucket.clone();
     fleet.run(
@@ -54,7 +63,11 @@ async fn the_fleet_rides_out_store_restarts() -> anyhow::Result<()> {
     eprintln!("store restarted mid-read");
 
     fleet
-        .wait_for_log("collector", &["assembling outputs"], Duration::from_secs(600))
+        .wait_for_log(
+            "collector",
+            &["assembling outputs"],
+            Duration::from_secs(600),
+        )
         .await?;
     store.kill()?;
     tokio::time::sleep(Duration::from_secs(3)).await;

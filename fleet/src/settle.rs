@@ -18,7 +18,9 @@ pub async fn ack(acker: &Acker) -> bool {
     match acker.ack(BasicAckOptions::default()).await {
         Ok(true) => true,
         Ok(false) => {
-            tracing::warn!("ack not sent: the channel closed since delivery; the broker redelivers");
+            tracing::warn!(
+                "ack not sent: the channel closed since delivery; the broker redelivers"
+            );
             false
         }
         Err(e) => {

@@ -211,7 +211,9 @@ pub fn decode(
     let rotation = stream
         .side_data()
         .find(|d| d.kind() == ffmpeg::codec::packet::side_data::Type::DisplayMatrix)
-        .map_or(Rotation::Upright, |d| Rotation::from_display_matrix(d.data()));
+        .map_or(Rotation::Upright, |d| {
+            Rotation::from_display_matrix(d.data())
+        });
     let mut converter = Converter::new(settings.width, settings.height, rotation);
     let mut decoded = 0u64;
     let mut sampled = 0u64;

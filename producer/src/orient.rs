@@ -89,10 +89,19 @@ mod tests {
     #[test]
     fn reads_the_matrices_phones_write() {
         let one = 1 << 16;
-        assert_eq!(Rotation::from_display_matrix(&matrix(one, 0, 0, one)), Rotation::Upright);
+        assert_eq!(
+            Rotation::from_display_matrix(&matrix(one, 0, 0, one)),
+            Rotation::Upright
+        );
         // What ffprobe shows as rotation=-90: a portrait phone video.
-        assert_eq!(Rotation::from_display_matrix(&matrix(0, one, -one, 0)), Rotation::Clockwise);
-        assert_eq!(Rotation::from_display_matrix(&matrix(-one, 0, 0, -one)), Rotation::HalfTurn);
+        assert_eq!(
+            Rotation::from_display_matrix(&matrix(0, one, -one, 0)),
+            Rotation::Clockwise
+        );
+        assert_eq!(
+            Rotation::from_display_matrix(&matrix(-one, 0, 0, -one)),
+            Rotation::HalfTurn
+        );
         assert_eq!(
             Rotation::from_display_matrix(&matrix(0, -one, one, 0)),
             Rotation::CounterClockwise
@@ -106,7 +115,11 @@ mod tests {
     }
 
     fn turned(rotation: Rotation, src_w: usize, src_h: usize) -> Vec<u8> {
-        let (w, h) = if rotation.swaps_sides() { (src_h, src_w) } else { (src_w, src_h) };
+        let (w, h) = if rotation.swaps_sides() {
+            (src_h, src_w)
+        } else {
+            (src_w, src_h)
+        };
         let mut out = vec![0; w * h * 3];
         rotation.apply(&numbered(src_w, src_h), src_w * 3, w, h, &mut out);
         out.chunks_exact(3).map(|p| p[0]).collect()

@@ -211,7 +211,11 @@ fn pixels(path: &Path) -> Vec<u8> {
 
 fn mean_abs_diff(a: &[u8], b: &[u8]) -> f64 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| x.abs_diff(*y) as f64).sum::<f64>() / a.len() as f64
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| x.abs_diff(*y) as f64)
+        .sum::<f64>()
+        / a.len() as f64
 }
 
 /// A phone's portrait video (display matrix: turn 90° clockwise) reaches
@@ -221,12 +225,25 @@ fn display_rotation_is_applied() {
     let dir = work_dir("rotation");
     let upright = dir.join("upright.mp4");
     ffmpeg(&[
-        "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=10", "-t", "1",
-        "-c:v", "libx264", "-qp", "0", "-pix_fmt", "yuv444p",
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=320x240:rate=10",
+        "-t",
+        "1",
+        "-c:v",
+        "libx264",
+        "-qp",
+        "0",
+        "-pix_fmt",
+        "yuv444p",
         &upright.to_string_lossy(),
     ]);
     let mut bytes = std::fs::read(&upright).expect("read");
-    let tkhd = bytes.windows(4).position(|w| w == b"tkhd").expect("tkhd box");
+    let tkhd = bytes
+        .windows(4)
+        .position(|w| w == b"tkhd")
+        .expect("tkhd box");
     // tkhd v0: the display matrix is 44 bytes after the tag, big-endian.
     let matrix: [i32; 9] = [0, 1 << 16, 0, -(1 << 16), 0, 0, 0, 0, 1 << 30];
     for (i, v) in matrix.iter().enumerate() {
@@ -239,8 +256,14 @@ fn display_rotation_is_applied() {
     // The CLI applies the matrix by default (autorotate), then scales.
     let reference = dir.join("reference.rgb");
     ffmpeg(&[
-        "-i", &rotated.to_string_lossy(),
-        "-vf", "scale=32:32:flags=bicubic", "-pix_fmt", "rgb24", "-f", "rawvideo",
+        "-i",
+        &rotated.to_string_lossy(),
+        "-vf",
+        "scale=32:32:flags=bicubic",
+        "-pix_fmt",
+        "rgb24",
+        "-f",
+        "rawvideo",
         &reference.to_string_lossy(),
     ]);
     let reference = std::fs::read(&reference).expect("reference");
@@ -248,7 +271,13 @@ fn display_rotation_is_applied() {
     let unturned = pixels(&upright);
     let turned = mean_abs_diff(&ours, &reference);
     let not_turned = mean_abs_diff(&unturned, &reference);
-    assert!(turned < 3.0, "rotated frames differ from the CLI's by {turned:.2} per channel");
-    assert!(not_turned > 20.0, "the rotation is visible: {not_turned:.2} without it");
+    assert!(
+        turned < 3.0,
+        "rotated frames differ from the CLI's by {turned:.2} per channel"
+    );
+    assert!(
+        not_turned > 20.0,
+        "the rotation is visible: {not_turned:.2} without it"
+    );
     std::fs::remove_dir_all(dir).ok();
 }

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use fleet::Publisher;
 
-use crate::pace;
+use crate::pace::{self, Held};
 
 /// A decoded job and the delivery it must be acked through.
 pub struct Job {
@@ -26,10 +26,11 @@ pub struct Intake {
     pub task: String,
     pub size: (usize, usize),
     pub dead: Publisher,
-    /// The consumer tag, kept across re-subscriptions.
+    /// Prefix of the consumer tags (one per subscription).
     pub tag: String,
     /// `--prefetch`: the most jobs ever held.
     pub ceiling: u16,
+    pub held: Held,
 }
 
 impl Intake {
@@ -64,26 +65,35 @@ impl Intake {
         }
     }
 
-    /// Runs until the consumer ends or `stop` fires, then returns so that
-    /// the batches already taken can drain. `prefetch` is the number of
-    /// jobs that fit in the ack timeout (`pace`); the consumer is
-    /// re-subscribed with it when it changes enough.
+    /// Subscribes, then runs until the consumer ends or `stop` fires, and
+    /// cancels the subscription so that the batches already taken can
+    /// drain. `prefetch` is the number of jobs that fit in the ack timeout
+    /// (`pace`); the consumer is re-subscribed with it when it changes
+    /// enough.
     pub async fn run(
         self,
         channel: &Channel,
-        mut consumer: Consumer,
         jobs: mpsc::Sender<Job>,
         stop: CancellationToken,
         mut prefetch: watch::Receiver<u16>,
     ) -> anyhow::Result<()> {
         let mut current = *prefetch.borrow_and_update();
+        let mut generation = 1;
+        let mut consumer = self.subscribe(channel, current, generation).await?;
+        tracing::info!(queue = self.queue, prefetch = current, "consuming");
         loop {
             let delivery = tokio::select! {
-                _ = stop.cancelled() => return Ok(()),
+                _ = stop.cancelled() => break,
                 Ok(()) = prefetch.changed() => {
                     let target = *prefetch.borrow_and_update();
                     if pace::worth_changing(current, target, self.ceiling) {
-                        consumer = self.resubscribe(channel, consumer, target, &jobs).await?;
+                        self.drain(channel, consumer, &jobs).await?;
+                        // The new window opens empty: with the old jobs
+                        // still held, both together could exceed the fit.
+                        self.held.none().await;
+                        generation += 1;
+                        consumer = self.subscribe(channel, target, generation).await?;
+                        tracing::info!(prefetch = target, "prefetch fitted to the ack timeout");
                         current = target;
                     }
                     continue;
@@ -99,16 +109,27 @@ impl Intake {
                 },
             };
             if !self.take(delivery, &jobs).await? {
-                return Ok(());
+                break;
             }
         }
+        channel
+            .basic_cancel(
+                consumer.tag().as_str().into(),
+                BasicCancelOptions::default(),
+            )
+            .await
+            .ok();
+        Ok(())
     }
 
     /// Passes a delivery on as a job, or dead-letters it. False when the
     /// batcher is gone.
     async fn take(&self, delivery: Delivery, jobs: &mpsc::Sender<Job>) -> anyhow::Result<bool> {
         match self.check(&delivery) {
-            Ok(job) => Ok(jobs.send(Job { delivery, job }).await.is_ok()),
+            Ok(job) => {
+                self.held.take();
+                Ok(jobs.send(Job { delivery, job }).await.is_ok())
+            }
             Err((cause, reason)) => {
                 fleet::dead_letter(&self.dead, &delivery, &self.queue, cause, &reason).await?;
                 Ok(true)
@@ -117,34 +138,45 @@ impl Intake {
     }
 
     /// A consumer's prefetch is fixed when it subscribes (RabbitMQ applies
-    /// `basic.qos` to consumers created after it), so a new prefetch means
-    /// cancel, take what was already sent, set the QoS, subscribe again.
-    /// Held deliveries stay ours throughout.
-    async fn resubscribe(
+    /// `basic.qos` to consumers created after it), so a new prefetch is a
+    /// new subscription. Each gets a tag of its own: RabbitMQ 3.10 crashes
+    /// the channel when a quorum queue delivers to a tag that was
+    /// cancelled and reused (`rabbit_channel:handle_deliver0`
+    /// function_clause, found by the ack-timeout test).
+    async fn subscribe(
+        &self,
+        channel: &Channel,
+        prefetch: u16,
+        generation: u32,
+    ) -> anyhow::Result<Consumer> {
+        channel
+            .basic_qos(prefetch, BasicQosOptions::default())
+            .await?;
+        let tag = format!("{} #{generation}", self.tag);
+        Ok(channel
+            .basic_consume(
+                self.queue.as_str().into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                Default::default(),
+            )
+            .await?)
+    }
+
+    /// Cancels a subscription and takes what it was already sent. Held
+    /// deliveries stay ours throughout.
+    async fn drain(
         &self,
         channel: &Channel,
         mut old: Consumer,
-        prefetch: u16,
         jobs: &mpsc::Sender<Job>,
-    ) -> anyhow::Result<Consumer> {
+    ) -> anyhow::Result<()> {
         channel
-            .basic_cancel(self.tag.as_str().into(), BasicCancelOptions::default())
+            .basic_cancel(old.tag().as_str().into(), BasicCancelOptions::default())
             .await?;
         while let Some(Ok(delivery)) = old.next().await {
             self.take(delivery, jobs).await?;
         }
-        channel
-            .basic_qos(prefetch, BasicQosOptions::default())
-            .await?;
-        let consumer = channel
-            .basic_consume(
-                self.queue.as_str().into(),
-                self.tag.as_str().into(),
-                BasicConsumeOptions::default(),
-                Default::default(),
-            )
-            .await?;
-        tracing::info!(prefetch, "prefetch fitted to the ack timeout");
-        Ok(consumer)
+        Ok(())
     }
 }

@@ -11,7 +11,9 @@
 //! measured, then up to `--prefetch`. Work per delivery is the producer's
 //! job size (`--job-frames`); a single job that cannot fit is reported.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
+
+use tokio::sync::watch;
 
 /// Weight of the newest batch in the smoothed seconds per frame. A slower
 /// batch is taken at once: the bound must hold for the slowest.
@@ -98,7 +100,11 @@ mod tests {
     fn a_slowdown_counts_at_once_a_speedup_gradually() {
         let mut pace = Pace::new(Duration::from_secs(60), 64);
         pace.observe(8, 8, Duration::from_secs(1));
-        assert_eq!(pace.observe(8, 8, Duration::from_secs(10)), 3, "10 s a job: 3 fit in 30 s");
+        assert_eq!(
+            pace.observe(8, 8, Duration::from_secs(10)),
+            3,
+            "10 s a job: 3 fit in 30 s"
+        );
         // One fast batch does not undo it.
         assert!(pace.observe(8, 8, Duration::from_secs(1)) < 5);
     }
@@ -117,5 +123,50 @@ mod tests {
         assert!(worth_changing(1, 2, 16));
         assert!(worth_changing(15, 16, 16));
         assert!(!worth_changing(8, 8, 16));
+    }
+
+    #[tokio::test]
+    async fn waits_until_every_held_job_is_settled() {
+        let held = Held::new();
+        held.take();
+        held.take();
+        let waiting = tokio::spawn({
+            let held = held.clone();
+            async move { held.none().await }
+        });
+        held.settle();
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "one job still held");
+        held.settle();
+        tokio::time::timeout(Duration::from_secs(1), waiting)
+            .await
+            .expect("released once none is held")
+            .expect("task");
+    }
+}
+
+/// Jobs taken from the broker and not yet acked or requeued: what counts
+/// against the ack timeout. A new subscription waits until none are held,
+/// or old and new windows together could exceed what fits.
+#[derive(Clone)]
+pub struct Held(Arc<watch::Sender<usize>>);
+
+impl Held {
+    pub fn new() -> Self {
+        Self(Arc::new(watch::Sender::new(0)))
+    }
+
+    pub fn take(&self) {
+        self.0.send_modify(|n| *n += 1);
+    }
+
+    pub fn settle(&self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
+
+    /// Returns once every held job is settled.
+    pub async fn none(&self) {
+        // The sender lives as long as `self`, so the wait cannot fail.
+        self.0.subscribe().wait_for(|n| *n == 0).await.ok();
     }
 }

@@ -9,7 +9,11 @@ use tokio::sync::{mpsc, watch};
 
 use fleet::{Publisher, Topology};
 
-use crate::{engine::Finished, models::Outputs, pace::Pace};
+use crate::{
+    engine::Finished,
+    models::Outputs,
+    pace::{Held, Pace},
+};
 
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
@@ -19,6 +23,7 @@ pub struct Reply {
     pub pace: Pace,
     /// Tells the intake how many jobs fit in the ack timeout.
     pub prefetch: watch::Sender<u16>,
+    pub held: Held,
 }
 
 impl Reply {
@@ -32,9 +37,11 @@ impl Reply {
                     let largest_job = batch.jobs.iter().map(|j| j.job.frames.len()).max();
                     let publishing = Instant::now();
                     let frames = self.publish(batch.jobs, &outputs, batch.compute_ms).await?;
-                    let took = Duration::from_millis(batch.compute_ms.into()) + publishing.elapsed();
+                    let took =
+                        Duration::from_millis(batch.compute_ms.into()) + publishing.elapsed();
                     let fits = self.pace.observe(frames, largest_job.unwrap_or(0), took);
-                    self.prefetch.send_if_modified(|p| std::mem::replace(p, fits) != fits);
+                    self.prefetch
+                        .send_if_modified(|p| std::mem::replace(p, fits) != fits);
                     metrics::counter!(fleet::metrics::FRAMES_INFERRED).increment(frames as u64);
                     metrics::histogram!(fleet::metrics::BATCH_FRAMES).record(frames as f64);
                     metrics::histogram!(fleet::metrics::MODEL_SECONDS)
@@ -54,6 +61,7 @@ impl Reply {
                     tracing::error!(failure = "model_error", error = %e, jobs = batch.jobs.len(), "model failed, requeueing jobs");
                     for j in batch.jobs {
                         fleet::settle::requeue(&j.delivery.acker).await;
+                        self.held.settle();
                     }
                 }
             }
@@ -100,6 +108,7 @@ impl Reply {
             if fleet::settle::ack(&j.delivery.acker).await {
                 metrics::counter!(fleet::metrics::JOBS_ACKED).increment(1);
             }
+            self.held.settle();
         }
         Ok(offset)
     }

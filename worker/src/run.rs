@@ -1,13 +1,20 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use fleet::{Publisher, Topology};
 
-use crate::{batcher, cli::RunArgs, engine, intake::Intake, load, pace::Pace, reply::Reply};
+use crate::{
+    batcher,
+    cli::RunArgs,
+    engine,
+    intake::Intake,
+    load,
+    pace::{Held, Pace},
+    reply::Reply,
+};
 
 async fn shutdown_signal(stop: CancellationToken) {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -54,26 +61,12 @@ pub async fn run(cli: RunArgs) -> anyhow::Result<()> {
         .await?;
     let dead = Publisher::open(&connection, &topology.dead_exchange()).await?;
 
-    let queue = topology.frames_queue(&cli.task);
     let channel = connection.create_channel().await?;
-    // One job until the first batch shows how many fit in the ack timeout.
-    channel
-        .basic_qos(Pace::INITIAL.min(cli.prefetch), BasicQosOptions::default())
-        .await?;
-    let consumer = channel
-        .basic_consume(
-            queue.as_str().into(),
-            consumer_tag.as_str().into(),
-            BasicConsumeOptions::default(),
-            Default::default(),
-        )
-        .await?;
     tracing::info!(
-        queue,
         prefetch = cli.prefetch,
         ack_timeout = %humantime::format_duration(cli.ack_timeout),
         max_batch = cli.max_batch,
-        "consuming"
+        "worker limits"
     );
 
     let stop = CancellationToken::new();
@@ -85,7 +78,9 @@ pub async fn run(cli: RunArgs) -> anyhow::Result<()> {
         max_frames: cli.max_batch as usize,
         max_wait: Duration::from_millis(cli.max_wait_ms),
     };
+    // One job until the first batch shows how many fit in the ack timeout.
     let (prefetch_tx, prefetch_rx) = watch::channel(Pace::INITIAL.min(cli.prefetch));
+    let held = Held::new();
     let engine = engine::spawn(model, cli.max_batch as usize, batch_rx, done_tx)?;
     let batching = tokio::spawn(batcher::run(job_rx, batch_tx, limits));
     let replying = tokio::spawn(
@@ -94,27 +89,26 @@ pub async fn run(cli: RunArgs) -> anyhow::Result<()> {
             model: name,
             pace: Pace::new(cli.ack_timeout, cli.prefetch),
             prefetch: prefetch_tx,
+            held: held.clone(),
         }
         .run(done_rx),
     );
     let intake = Intake {
-        queue: queue.clone(),
+        queue: topology.frames_queue(&cli.task),
         task: cli.task.clone(),
         size,
         dead,
         tag: consumer_tag.clone(),
         ceiling: cli.prefetch,
+        held,
     };
+    // On return the intake has cancelled its subscription; what was
+    // already taken drains through the pipeline and is acked on this same
+    // channel before it closes. Anything still unacked after that is
+    // requeued by the broker.
     let intake_result = intake
-        .run(&channel, consumer, job_tx, stop.clone(), prefetch_rx)
+        .run(&channel, job_tx, stop.clone(), prefetch_rx)
         .await;
-    // Stop deliveries; what was already taken drains through the pipeline
-    // and is acked on this same channel before it closes. Anything still
-    // unacked after that is requeued by the broker.
-    channel
-        .basic_cancel(consumer_tag.as_str().into(), Default::default())
-        .await
-        .ok();
     batching.await?;
     let reply_result = replying.await?;
     engine

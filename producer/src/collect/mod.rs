@@ -40,7 +40,6 @@ pub struct Collector {
     pub store_retry: Duration,
 }
 
-
 impl Collector {
     pub async fn run(self, channel: Channel, stop: CancellationToken) -> anyhow::Result<()> {
         channel
@@ -115,7 +114,12 @@ impl Collector {
             };
             let retry_ms = patience.next_wait().as_millis() as u64;
             if patience.wait(stop).await {
-                tracing::warn!(kind = message.kind(), error = format!("{e:#}"), retry_ms, "store failed, retried");
+                tracing::warn!(
+                    kind = message.kind(),
+                    error = format!("{e:#}"),
+                    retry_ms,
+                    "store failed, retried"
+                );
                 continue;
             }
             tracing::error!(
