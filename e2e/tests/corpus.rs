@@ -82,8 +82,21 @@ async fn every_bad_input_ends_named_with_its_reason() -> anyhow::Result<()> {
             .upload(&format!("in/{}", case.name), &dir.join(&case.name))
             .await?;
     }
-    // A huge count of tiny files: one-frame videos.
-    let tiny = dir.join("one-pixel.mkv");
+    // A huge count of tiny files: one-frame 16x16 videos.
+    let tiny = dir.join("tiny.mkv");
+    e2e::ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=64x64",
+        "-frames:v",
+        "1",
+        "-vf",
+        "scale=16:16",
+        "-c:v",
+        "ffv1",
+        &tiny.to_string_lossy(),
+    ])?;
     for i in 0..TINY {
         fleet.upload(&format!("in/tiny/{i:04}.mkv"), &tiny).await?;
     }

@@ -215,33 +215,34 @@ pub fn decode(
             Rotation::from_display_matrix(d.data())
         });
     let mut converter = Converter::new(settings.width, settings.height, rotation);
-    let mut decoded = 0u64;
-    let mut sampled = 0u64;
-    let mut errors = 0u64;
+    let mut counts = Counts::default();
     let mut frame = VideoFrame::empty();
 
-    let mut drain = |decoder: &mut ffmpeg::decoder::Video,
-                     decoded: &mut u64,
-                     sampled: &mut u64|
-     -> Result<bool, DecodeError> {
-        while decoder.receive_frame(&mut frame).is_ok() {
-            let index = *decoded;
-            *decoded += 1;
-            metrics::counter!(fleet::metrics::FRAMES_DECODED).increment(1);
-            let pts_s = timeline.next(frame.timestamp());
-            if !sampler.keep(index, pts_s) {
-                continue;
+    let mut drain =
+        |decoder: &mut ffmpeg::decoder::Video, counts: &mut Counts| -> Result<bool, DecodeError> {
+            while decoder.receive_frame(&mut frame).is_ok() {
+                let index = counts.decoded;
+                counts.decoded += 1;
+                metrics::counter!(fleet::metrics::FRAMES_DECODED).increment(1);
+                // Damage the decoder concealed (a broken slice painted over) is
+                // still damage: the frame is kept, and counted.
+                if frame.is_corrupt() || frame.has_decode_errors() {
+                    counts.errors += 1;
+                }
+                let pts_s = timeline.next(frame.timestamp());
+                if !sampler.keep(index, pts_s) {
+                    continue;
+                }
+                counts.sampled += 1;
+                let pixels = converter.convert(&frame)?;
+                if let Some(batch) = batcher.push(Frame { index, pts_s }, pixels)
+                    && !emit(batch)
+                {
+                    return Ok(false);
+                }
             }
-            *sampled += 1;
-            let pixels = converter.convert(&frame)?;
-            if let Some(batch) = batcher.push(Frame { index, pts_s }, pixels)
-                && !emit(batch)
-            {
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    };
+            Ok(true)
+        };
 
     let mut packet = Packet::empty();
     loop {
@@ -250,29 +251,36 @@ pub fn decode(
             Err(ffmpeg::Error::Eof) => break,
             // A demuxer resyncs past one bad packet.
             Err(ffmpeg::Error::InvalidData) => {
-                errors += 1;
+                counts.errors += 1;
                 continue;
             }
-            Err(source) => return Err(DecodeError::Read { decoded, source }),
+            Err(source) => {
+                return Err(DecodeError::Read {
+                    decoded: counts.decoded,
+                    source,
+                });
+            }
         }
         if packet.stream() != stream_index {
             continue;
         }
         if decoder.send_packet(&packet).is_err() {
             // A corrupt packet costs its frame, not the video.
-            errors += 1;
+            counts.errors += 1;
             continue;
         }
-        if !drain(&mut decoder, &mut decoded, &mut sampled)? {
+        if !drain(&mut decoder, &mut counts)? {
             return Err(DecodeError::Cancelled);
         }
     }
     decoder.send_eof().map_err(DecodeError::Codec)?;
-    if !drain(&mut decoder, &mut decoded, &mut sampled)? {
+    if !drain(&mut decoder, &mut counts)? {
         return Err(DecodeError::Cancelled);
     }
-    if decoded == 0 {
-        return Err(DecodeError::NoFrames { errors });
+    if counts.decoded == 0 {
+        return Err(DecodeError::NoFrames {
+            errors: counts.errors,
+        });
     }
     if let Some(batch) = batcher.finish()
         && !emit(batch)
@@ -281,16 +289,25 @@ pub fn decode(
     }
     let covered_s = timeline.covered_s();
     Ok(Summary {
-        decoded,
-        sampled,
+        decoded: counts.decoded,
+        sampled: counts.sampled,
         decode_ms: started.elapsed().as_millis() as u64,
         coverage: Coverage {
-            decode_errors: errors,
+            decode_errors: counts.errors,
             declared_s,
             covered_s,
-            incomplete: shortfall(declared_s, covered_s, timeline.interval(), errors),
+            incomplete: shortfall(declared_s, covered_s, timeline.interval(), counts.errors),
         },
     })
+}
+
+/// Frames decoded and kept, and the damage met on the way: packets the
+/// demuxer or decoder rejected, frames the decoder flagged as concealed.
+#[derive(Default)]
+struct Counts {
+    decoded: u64,
+    sampled: u64,
+    errors: u64,
 }
 
 /// libav's HTTP client options: ride out a store that restarts or drops the

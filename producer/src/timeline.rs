@@ -74,8 +74,8 @@ impl Timeline {
 
 /// Whether the decoded frames cover the video, and if not, why not.
 ///
-/// The rule: a video is incomplete when the decoder rejected packets (their
-/// frames are missing), or when the container declares the video stream's
+/// The rule: a video is incomplete when packets were corrupt (rejected, so
+/// their frames are missing, or concealed by the decoder), or when the container declares the video stream's
 /// duration and the decoded frames end more than `max(3 frame intervals,
 /// 0.25 s)` before it. A stream that legitimately ends early (a video track
 /// shorter than its audio) is judged by the video stream's own declared
@@ -101,7 +101,7 @@ pub fn shortfall(
     }
     if decode_errors > 0 {
         reasons.push(format!(
-            "{decode_errors} corrupt packets skipped, their frames are missing"
+            "{decode_errors} corrupt packets or damaged frames (skipped, or concealed by the decoder)"
         ));
     }
     (!reasons.is_empty()).then(|| reasons.join("; "))

@@ -157,7 +157,8 @@ pub struct VideoDone {
 /// container declares.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Coverage {
-    /// Packets the decoder rejected; their frames are missing.
+    /// Packets the demuxer or decoder rejected (their frames are missing)
+    /// plus frames the decoder flagged as damaged (concealed).
     pub decode_errors: u64,
     /// The video stream's duration as the container declares it, if it does.
     pub declared_s: Option<f64>,
