@@ -17,10 +17,11 @@ sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 # System packages: libav* headers for ffmpeg-next, clang for its bindgen,
 # ffmpeg/ffprobe for test videos, opencv-doc for real footage, photos and
 # ImageNet class names, RabbitMQ as the broker, docker-compose to validate
-# docker-compose.yml (no container engine is needed for `config`).
+# docker-compose.yml (no container engine is needed for `config`), openssl
+# and socat for the TLS tests (certificates, an HTTPS front for the store).
 packages=(pkg-config clang libclang-dev libavformat-dev libavcodec-dev libavutil-dev
   libswscale-dev libswresample-dev libavfilter-dev libavdevice-dev ffmpeg opencv-doc
-  rabbitmq-server python3-venv curl bc docker-compose)
+  rabbitmq-server python3-venv curl bc docker-compose openssl socat)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -134,6 +134,16 @@ impl Fleet {
         Ok(())
     }
 
+    /// A connection to the fleet's broker, as the tests' own client.
+    pub async fn connect(&self, name: &str) -> anyhow::Result<lapin::Connection> {
+        let broker = fleet::BrokerArgs {
+            amqp_url: self.amqp_url.clone(),
+            namespace: self.namespace.clone(),
+            amqp_ca_file: None,
+        };
+        Ok(fleet::connect(&broker, name, fleet::Persistence::OneShot).await?)
+    }
+
     /// Sends SIGTERM to a spawned process and waits for it to exit; returns
     /// its status and how long it took.
     pub async fn terminate(
@@ -357,7 +367,7 @@ impl Fleet {
             child.wait().ok();
         }
         self.assert_no_secrets().await?;
-        let connection = fleet::connect(&self.amqp_url, "e2e cleanup").await?;
+        let connection = self.connect("e2e cleanup").await?;
         let channel = connection.create_channel().await?;
         fleet::Topology::new(&self.namespace)
             .delete(&channel, tasks)
@@ -397,7 +407,7 @@ impl Fleet {
     /// Publishes raw bytes to the fleet's jobs exchange under `key`, as a
     /// misbehaving client would.
     pub async fn publish_raw(&self, key: &str, body: &[u8]) -> anyhow::Result<()> {
-        let connection = fleet::connect(&self.amqp_url, "e2e raw publish").await?;
+        let connection = self.connect("e2e raw publish").await?;
         let channel = connection.create_channel().await?;
         let exchange = fleet::Topology::new(&self.namespace).jobs_exchange();
         channel

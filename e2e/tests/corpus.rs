@@ -175,7 +175,7 @@ async fn every_bad_input_ends_named_with_its_reason() -> anyhow::Result<()> {
     );
 
     // Each bad message is in the dead-letter queue with its reason.
-    let connection = fleet::connect(&fleet.amqp_url, "e2e corpus").await?;
+    let connection = fleet.connect("e2e corpus").await?;
     let channel = connection.create_channel().await?;
     let dead = fleet::Topology::new(&fleet.namespace).dead_queue();
     let mut reasons = Vec::new();

@@ -287,7 +287,7 @@ async fn event_notifications_queue_videos() -> anyhow::Result<()> {
             }
         }]
     });
-    let connection = fleet::connect(&fleet.amqp_url, "e2e events").await?;
+    let connection = fleet.connect("e2e events").await?;
     let channel = connection.create_channel().await?;
     for body in [
         event.to_string().into_bytes(),

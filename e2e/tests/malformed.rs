@@ -20,7 +20,7 @@ async fn malformed_jobs_are_dead_lettered_with_the_reason() -> anyhow::Result<()
     fleet.spawn("worker", "worker", &["--task", TASK, "--model-dir", &model])?;
 
     let topology = fleet::Topology::new(&fleet.namespace);
-    let connection = fleet::connect(&fleet.amqp_url, "e2e malformed").await?;
+    let connection = fleet.connect("e2e malformed").await?;
     let channel = connection.create_channel().await?;
     channel
         .confirm_select(ConfirmSelectOptions::default())

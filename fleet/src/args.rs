@@ -15,6 +15,11 @@ pub struct BrokerArgs {
     /// broker never see each other's messages.
     #[arg(long, env = "FF_NAMESPACE", default_value = "ff")]
     pub namespace: String,
+
+    /// PEM file of the CA that signed the broker's certificate, for an
+    /// `amqps://` URL whose CA is not in the system's trust store.
+    #[arg(long, env = "FF_AMQP_CA_FILE")]
+    pub amqp_ca_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]

@@ -1,5 +1,9 @@
-use lapin::{Connection, ConnectionProperties};
+use std::time::Duration;
+
+use lapin::{Connection, ConnectionProperties, tcp::OwnedTLSConfig};
 use thiserror::Error;
+
+use crate::BrokerArgs;
 
 #[derive(Debug, Error)]
 pub enum BrokerError {
@@ -8,6 +12,12 @@ pub enum BrokerError {
         url: String,
         #[source]
         source: lapin::Error,
+    },
+    #[error("cannot read the broker's CA file {path}")]
+    CaFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
     },
     #[error("RabbitMQ refused {what}")]
     Protocol {
@@ -63,9 +73,28 @@ fn is_loopback(hostport: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// How hard a connection tries to reach the broker, at first and after
+/// losing it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Persistence {
+    /// Long-running processes: ride out a broker outage of about ten
+    /// minutes, trying again at most every 5 s, then fail (and let the
+    /// supervisor restart us).
+    Service,
+    /// One-shot commands: one try, so that a wrong URL, credential or
+    /// certificate fails at once instead of after ten minutes of retries.
+    OneShot,
+}
+
 /// Opens a connection that recovers by itself after a broker restart;
-/// channels then replay their topology, QoS and consumers.
-pub async fn connect(url: &str, name: &str) -> Result<Connection, BrokerError> {
+/// channels then replay their topology, QoS and consumers. An `amqps://`
+/// URL is verified against the system's CAs plus `--amqp-ca-file`.
+pub async fn connect(
+    broker: &BrokerArgs,
+    name: &str,
+    persistence: Persistence,
+) -> Result<Connection, BrokerError> {
+    let url = broker.amqp_url.as_str();
     if guest_off_loopback(url) {
         tracing::warn!(
             url = redact_url(url),
@@ -74,13 +103,30 @@ pub async fn connect(url: &str, name: &str) -> Result<Connection, BrokerError> {
     }
     let props = ConnectionProperties::default()
         .with_connection_name(name.into())
-        .enable_auto_recover();
-    Connection::connect(url, props)
-        .await
-        .map_err(|source| BrokerError::Connect {
-            url: redact_url(url),
-            source,
+        .configure_backoff(|backoff| match persistence {
+            Persistence::Service => backoff
+                .with_min_delay(Duration::from_millis(500))
+                .with_max_delay(Duration::from_secs(5))
+                .with_max_times(120),
+            Persistence::OneShot => backoff.with_max_times(0),
         })
+        .enable_auto_recover();
+    let mut tls = OwnedTLSConfig::default();
+    if let Some(path) = &broker.amqp_ca_file {
+        let pem = std::fs::read_to_string(path).map_err(|source| BrokerError::CaFile {
+            path: path.display().to_string(),
+            source,
+        })?;
+        tls.cert_chain = Some(pem);
+    }
+    let failed = |source| BrokerError::Connect {
+        url: redact_url(url),
+        source,
+    };
+    let runtime = lapin::runtime::default_runtime().map_err(failed)?;
+    Connection::connect_with_config(url, props, tls, runtime)
+        .await
+        .map_err(failed)
 }
 
 #[cfg(test)]

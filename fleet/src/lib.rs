@@ -13,7 +13,7 @@ pub mod telemetry;
 mod topology;
 
 pub use args::{BrokerArgs, LogArgs, LogFormat};
-pub use broker::{BrokerError, connect, redact_url};
+pub use broker::{BrokerError, Persistence, connect, redact_url};
 pub use deadletter::{REASON_HEADER, dead_letter};
 pub use lease::Lease;
 pub use publish::{PendingConfirm, PublishError, Publisher};

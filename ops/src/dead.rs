@@ -129,8 +129,8 @@ pub struct DeadQueue {
 }
 
 impl DeadQueue {
-    pub async fn open(amqp_url: &str, namespace: &str) -> anyhow::Result<Self> {
-        let connection = fleet::connect(amqp_url, "ops dead").await?;
+    pub async fn open(broker: &fleet::BrokerArgs, namespace: &str) -> anyhow::Result<Self> {
+        let connection = fleet::connect(broker, "ops dead", fleet::Persistence::OneShot).await?;
         let channel = connection.create_channel().await?;
         Ok(Self {
             connection,

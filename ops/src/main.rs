@@ -132,11 +132,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Watch { interval } => {
             drop(out);
             let api = status::Api::new(&cli.api_url, &cli.vhost)?;
-            runtime.block_on(watch::run(&api, &cli.broker.amqp_url, namespace, interval))?;
+            runtime.block_on(watch::run(&api, &cli.broker, namespace, interval))?;
             return Ok(());
         }
         Command::Dead(command) => {
-            let dead = runtime.block_on(dead::DeadQueue::open(&cli.broker.amqp_url, namespace))?;
+            let dead = runtime.block_on(dead::DeadQueue::open(&cli.broker, namespace))?;
             match command {
                 DeadCommand::List { json } => {
                     let letters = runtime.block_on(dead.list())?;

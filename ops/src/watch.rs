@@ -127,10 +127,10 @@ impl Board {
 /// Binds the private copy queue and consumes it (auto-ack: a copy needs no
 /// delivery guarantee).
 async fn subscribe(
-    amqp_url: &str,
+    broker: &fleet::BrokerArgs,
     topology: &Topology,
 ) -> anyhow::Result<(lapin::Connection, Consumer)> {
-    let connection = fleet::connect(amqp_url, "ops watch").await?;
+    let connection = fleet::connect(broker, "ops watch", fleet::Persistence::Service).await?;
     let channel = connection.create_channel().await?;
     // Like every process: the view may start before the rest of the fleet.
     topology.declare_core(&channel).await?;
@@ -352,12 +352,12 @@ fn plain_lines(board: &Board, queues: &[QueueStatus], namespace: &str) -> Vec<St
 
 pub async fn run(
     api: &Api,
-    amqp_url: &str,
+    broker: &fleet::BrokerArgs,
     namespace: &str,
     interval: Duration,
 ) -> anyhow::Result<()> {
     let topology = Topology::new(namespace);
-    let (connection, mut copy) = subscribe(amqp_url, &topology).await?;
+    let (connection, mut copy) = subscribe(broker, &topology).await?;
     let tty = std::io::stdout().is_terminal();
     let (quit_tx, mut quit) = mpsc::channel(1);
     let _screen = if tty {

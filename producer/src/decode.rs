@@ -101,6 +101,8 @@ pub struct Settings {
     pub sampling: Sampling,
     pub job_frames: usize,
     pub job_bytes: usize,
+    /// A CA libav must trust for an `https://` store beyond the system's.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 pub struct Summary {
@@ -193,7 +195,8 @@ pub fn decode(
 ) -> Result<Summary, DecodeError> {
     let started = Instant::now();
     let mut input =
-        ffmpeg::format::input_with_dictionary(url, http_options()).map_err(DecodeError::Open)?;
+        ffmpeg::format::input_with_dictionary(url, http_options(settings.ca_file.as_deref()))
+            .map_err(DecodeError::Open)?;
     let stream = input
         .streams()
         .best(ffmpeg::media::Type::Video)
@@ -312,10 +315,16 @@ struct Counts {
 
 /// libav's HTTP client options: ride out a store that restarts or drops the
 /// connection mid-read (reconnect and resume at the same byte, backing off
-/// up to 30 s), and give up on one that stalls (no byte for 60 s) instead
-/// of hanging the producer. Ignored for local files.
-fn http_options() -> ffmpeg::Dictionary<'static> {
+/// up to 30 s), give up on one that stalls (no byte for 60 s) instead of
+/// hanging the producer, and verify an `https://` store's certificate
+/// (libav does not by default) against the system's CAs or `ca_file`.
+/// Ignored for local files.
+fn http_options(ca_file: Option<&std::path::Path>) -> ffmpeg::Dictionary<'static> {
     let mut options = ffmpeg::Dictionary::new();
+    options.set("tls_verify", "1");
+    if let Some(path) = ca_file {
+        options.set("ca_file", &path.to_string_lossy());
+    }
     options.set("reconnect", "1");
     options.set("reconnect_on_network_error", "1");
     options.set("reconnect_on_http_error", "5xx");

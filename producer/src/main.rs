@@ -113,22 +113,25 @@ fn stop_on_signal() -> CancellationToken {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let role = match &cli.command {
-        Command::Submit { .. } => "submit",
-        Command::Watch { .. } => "watch",
-        Command::Run { .. } => "producer",
-        Command::Collect { .. } => "collector",
+    // `submit` is a one-shot command: a bad URL, credential or certificate
+    // must fail at once; the rest are services that ride out outages.
+    let (role, persistence) = match &cli.command {
+        Command::Submit { .. } => ("submit", fleet::Persistence::OneShot),
+        Command::Watch { .. } => ("watch", fleet::Persistence::Service),
+        Command::Run { .. } => ("producer", fleet::Persistence::Service),
+        Command::Collect { .. } => ("collector", fleet::Persistence::Service),
     };
     fleet::metrics::serve(&cli.metrics, role)?;
     let connection = fleet::connect(
-        &cli.broker.amqp_url,
+        &cli.broker,
         &format!("{role} pid {}", std::process::id()),
+        persistence,
     )
     .await?;
     let topology = Topology::new(&cli.broker.namespace);
     let publisher = Publisher::open(&connection, &topology.jobs_exchange()).await?;
     topology.declare_core(publisher.channel()).await?;
-    let s3 = s3::client(&cli.s3).await;
+    let s3 = s3::client(&cli.s3).await?;
     let code = match cli.command {
         Command::Submit {
             source,
@@ -169,7 +172,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             decode::init().context("cannot initialise libav")?;
             let dead = Publisher::open(&connection, &topology.dead_exchange()).await?;
             let channel = connection.create_channel().await?;
-            produce::Producer::new(s3, cli.s3.store_retry, topology, publisher, dead, produce)
+            produce::Producer::new(s3, cli.s3.clone(), topology, publisher, dead, produce)
                 .run(channel, stop_on_signal())
                 .await?;
             ExitCode::SUCCESS

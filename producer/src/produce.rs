@@ -38,7 +38,8 @@ pub struct ProduceArgs {
 
 pub struct Producer {
     pub s3: aws_sdk_s3::Client,
-    pub store_retry: Duration,
+    /// Where the store is: the retry budget, and the CA libav must trust.
+    pub store: s3::S3Args,
     pub topology: Topology,
     pub publisher: Publisher,
     pub dead: Publisher,
@@ -58,7 +59,7 @@ enum Outcome {
 impl Producer {
     pub fn new(
         s3: aws_sdk_s3::Client,
-        store_retry: Duration,
+        store: s3::S3Args,
         topology: Topology,
         publisher: Publisher,
         dead: Publisher,
@@ -66,7 +67,7 @@ impl Producer {
     ) -> Self {
         Self {
             s3,
-            store_retry,
+            store,
             topology,
             publisher,
             dead,
@@ -143,7 +144,7 @@ impl Producer {
         // again in place while the store restarts, then requeue; the
         // queue's delivery limit bounds the requeues. A retry decodes from
         // the start and rewrites the same jobs under the same seqs.
-        let mut patience = Patience::new(self.store_retry);
+        let mut patience = Patience::new(self.store.store_retry);
         let outcome = loop {
             match self.process(&task, stop).await {
                 Ok(outcome) => break outcome,
@@ -229,6 +230,7 @@ impl Producer {
             sampling: task.sampling,
             job_frames: self.args.job_frames as usize,
             job_bytes: self.args.job_bytes,
+            ca_file: self.store.s3_ca_file.clone(),
         };
         let in_flight = self.args.max_in_flight as usize;
         let (tx, mut rx) = mpsc::channel::<Batch>(in_flight);

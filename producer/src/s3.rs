@@ -1,7 +1,7 @@
 //! The bucket: client setup, object URLs, listing, and a bounded-memory
 //! streaming writer.
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
 use anyhow::Context;
 use aws_sdk_s3::{
@@ -10,6 +10,7 @@ use aws_sdk_s3::{
     primitives::ByteStream,
     types::{CompletedMultipartUpload, CompletedPart},
 };
+use aws_smithy_http_client::tls;
 use schema::ObjectRef;
 
 /// Where the store is. Credentials and region come from the standard
@@ -26,18 +27,40 @@ pub struct S3Args {
     /// against the queue's delivery limit of 5.
     #[arg(long, env = "FF_STORE_RETRY", default_value = "2m", value_parser = humantime::parse_duration)]
     pub store_retry: Duration,
+
+    /// PEM file of a CA to trust for an `https://` endpoint whose
+    /// certificate the system's trust store does not cover (the SDK's
+    /// client and libav's reads both verify against it).
+    #[arg(long, env = "FF_S3_CA_FILE")]
+    pub s3_ca_file: Option<PathBuf>,
 }
 
-pub async fn client(args: &S3Args) -> Client {
+pub async fn client(args: &S3Args) -> anyhow::Result<Client> {
     let shared = aws_config::from_env().load().await;
     let mut config = aws_sdk_s3::config::Builder::from(&shared).force_path_style(true);
+    if let Some(path) = &args.s3_ca_file {
+        let pem = std::fs::read(path)
+            .with_context(|| format!("cannot read the store's CA file {}", path.display()))?;
+        let tls = tls::TlsContext::builder()
+            .with_trust_store(tls::TrustStore::default().with_pem_certificate(pem))
+            .build()
+            .with_context(|| format!("{} is not a usable CA certificate", path.display()))?;
+        config = config.http_client(
+            aws_smithy_http_client::Builder::new()
+                .tls_provider(tls::Provider::Rustls(
+                    tls::rustls_provider::CryptoMode::AwsLc,
+                ))
+                .tls_context(tls)
+                .build_https(),
+        );
+    }
     if shared.region().is_none() {
         config = config.region(aws_sdk_s3::config::Region::new("us-east-1"));
     }
     if let Some(endpoint) = &args.s3_endpoint {
         config = config.endpoint_url(endpoint);
     }
-    Client::from_conf(config.build())
+    Ok(Client::from_conf(config.build()))
 }
 
 /// Parses `s3://bucket/prefix`.

@@ -52,6 +52,7 @@ fn run(path: &Path) -> (Summary, Vec<Frame>) {
         sampling: Sampling::All,
         job_frames: 16,
         job_bytes: 1 << 20,
+        ca_file: None,
     };
     let mut frames = Vec::new();
     let summary = decode::decode(&path.to_string_lossy(), &settings, |batch| {
@@ -199,6 +200,7 @@ fn pixels(path: &Path) -> Vec<u8> {
         sampling: Sampling::All,
         job_frames: 16,
         job_bytes: 1 << 20,
+        ca_file: None,
     };
     let mut pixels = Vec::new();
     decode::decode(&path.to_string_lossy(), &settings, |batch| {

@@ -10,8 +10,9 @@ async fn client() -> anyhow::Result<aws_sdk_s3::Client> {
     Ok(s3::client(&S3Args {
         s3_endpoint: Some(endpoint),
         store_retry: std::time::Duration::ZERO,
+        s3_ca_file: None,
     })
-    .await)
+    .await?)
 }
 
 async fn roundtrip(size: usize) -> anyhow::Result<()> {

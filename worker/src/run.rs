@@ -52,7 +52,8 @@ pub async fn run(cli: RunArgs) -> anyhow::Result<()> {
     tracing::info!(task = %cli.task, model = name, device = %cli.model.device, dir = %dir.display(), "model loaded");
 
     let consumer_tag = format!("worker {} pid {}", cli.task, std::process::id());
-    let connection = fleet::connect(&cli.broker.amqp_url, &consumer_tag).await?;
+    let connection =
+        fleet::connect(&cli.broker, &consumer_tag, fleet::Persistence::Service).await?;
     let topology = Topology::new(&cli.broker.namespace);
     let results = Publisher::open(&connection, &topology.jobs_exchange()).await?;
     topology.declare_core(results.channel()).await?;
