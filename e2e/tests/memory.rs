@@ -97,7 +97,7 @@ async fn peak_rss_is_flat_with_video_length() -> anyhow::Result<()> {
     for seconds in [600, 7200] {
         let fleet = start(&format!("mem{seconds}")).await?;
         fleet.upload("in/long.mp4", &video(seconds)?).await?;
-        results.push(peaks(&fleet, &["in/long.mp4"], "fps=1").await?);
+        results.push(peaks(&fleet, &["in/long.mp4"], "fps=0.5").await?);
         fleet.cleanup(&[TASK]).await?;
     }
     report("length", "10 min", "2 h", &results[0], &results[1]);
