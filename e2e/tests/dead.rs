@@ -1,5 +1,5 @@
 //! `ops dead`: a task that died (here, after the store refused the
-//! producer five times) is listed with its queue and reason, requeued, and
+//! producer five times, with `--store-retry 0s`) is listed with its queue and reason, requeued, and
 //! completes; junk is purged by reason.
 
 use std::time::Duration;
@@ -56,7 +56,9 @@ async fn dead_letters_are_listed_requeued_and_purged() -> anyhow::Result<()> {
         "producer-bad",
         "producer",
         &["run"],
-        &[("AWS_SECRET_ACCESS_KEY", "wrong-secret")],
+        // No waiting out the "outage" in place: each refusal requeues at
+        // once, so the delivery limit is reached in seconds.
+        &[("AWS_SECRET_ACCESS_KEY", "wrong-secret"), ("FF_STORE_RETRY", "0s")],
     )?;
     let letters = wait_for_dead_letters(&fleet, 1).await?;
     fleet.kill("producer-bad")?;
