@@ -1,14 +1,20 @@
-//! What every Framefleet process shares: the flags that locate the broker,
-//! logging, the queue topology, and confirmed publishing.
+//! What every Framefleet process shares: the flags that locate the broker
+//! and the store, logging, the queue topology, confirmed publishing, and
+//! the layout and formats of the outputs in the bucket.
 
 mod args;
 mod broker;
 mod deadletter;
+pub mod head_lines;
+pub mod layout;
 mod lease;
 pub mod metrics;
+pub mod npy;
 mod publish;
 pub mod retry;
 pub mod settle;
+pub mod status;
+pub mod store;
 pub mod telemetry;
 mod topology;
 

@@ -247,8 +247,12 @@ pub fn decode(
             Ok(true)
         };
 
-    let mut packet = Packet::empty();
     loop {
+        // A fresh packet each time: `av_read_frame` overwrites the packet
+        // it is given without unreferencing it, so reusing one leaked every
+        // packet's buffer (the whole bitstream, found by heaptrack); drop
+        // unreferences it.
+        let mut packet = Packet::empty();
         match packet.read(&mut input) {
             Ok(()) => {}
             Err(ffmpeg::Error::Eof) => break,

@@ -6,7 +6,6 @@ pub mod discover;
 mod orient;
 mod prebatch;
 pub mod produce;
-pub mod s3;
 mod sampler;
 pub mod submit;
 mod timeline;

@@ -8,7 +8,8 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use fleet::{Publisher, Topology};
-use producer::{collect, decode, discover, produce, s3, submit};
+use fleet::store;
+use producer::{collect, decode, discover, produce, submit};
 
 /// Framefleet producer, collector and discovery.
 ///
@@ -21,7 +22,7 @@ struct Cli {
     #[command(flatten)]
     broker: fleet::BrokerArgs,
     #[command(flatten)]
-    s3: s3::S3Args,
+    s3: store::S3Args,
     #[command(flatten)]
     log: fleet::LogArgs,
     #[command(flatten)]
@@ -131,7 +132,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let topology = Topology::new(&cli.broker.namespace);
     let publisher = Publisher::open(&connection, &topology.jobs_exchange()).await?;
     topology.declare_core(publisher.channel()).await?;
-    let s3 = s3::client(&cli.s3).await?;
+    let s3 = store::client(&cli.s3).await?;
     let code = match cli.command {
         Command::Submit {
             source,
@@ -139,7 +140,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             claims,
             force,
         } => {
-            let source = s3::parse_url(&source)?;
+            let source = store::parse_url(&source)?;
             let enqueuer =
                 discover::Enqueuer::new(&s3, &publisher, &pipeline, &source, &claims, force)?;
             let tally = submit::submit(&enqueuer, &source).await?;
@@ -159,7 +160,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             claims,
             watch,
         } => {
-            let source = s3::parse_url(&source)?;
+            let source = store::parse_url(&source)?;
             let enqueuer =
                 discover::Enqueuer::new(&s3, &publisher, &pipeline, &source, &claims, false)?;
             let dead = Publisher::open(&connection, &topology.dead_exchange()).await?;

@@ -14,12 +14,9 @@ use tokio_util::sync::CancellationToken;
 
 use fleet::{Publisher, Topology, retry::Patience};
 
-use crate::{
-    collect::{Layout, Status},
-    decode,
-    prebatch::Batch,
-    s3,
-};
+use fleet::{layout::Layout, status::Status, store};
+
+use crate::{decode, prebatch::Batch};
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct ProduceArgs {
@@ -39,7 +36,7 @@ pub struct ProduceArgs {
 pub struct Producer {
     pub s3: aws_sdk_s3::Client,
     /// Where the store is: the retry budget, and the CA libav must trust.
-    pub store: s3::S3Args,
+    pub store: store::S3Args,
     pub topology: Topology,
     pub publisher: Publisher,
     pub dead: Publisher,
@@ -59,7 +56,7 @@ enum Outcome {
 impl Producer {
     pub fn new(
         s3: aws_sdk_s3::Client,
-        store: s3::S3Args,
+        store: store::S3Args,
         topology: Topology,
         publisher: Publisher,
         dead: Publisher,
@@ -223,7 +220,7 @@ impl Producer {
         }
         // A presigned URL lets libavformat issue its own ranged GETs: no temp
         // file, no whole-video buffer. It must outlive the longest decode.
-        let url = s3::presigned_get(&self.s3, &task.source, Duration::from_secs(12 * 3600)).await?;
+        let url = store::presigned_get(&self.s3, &task.source, Duration::from_secs(12 * 3600)).await?;
         let settings = decode::Settings {
             width: spec.width,
             height: spec.height,
@@ -321,13 +318,13 @@ impl Producer {
             output: &task.output,
             source_key: &task.source.key,
         };
-        if let Some(bytes) = s3::get(&self.s3, &task.output.bucket, &layout.status()).await?
+        if let Some(bytes) = store::get(&self.s3, &task.output.bucket, &layout.status()).await?
             && serde_json::from_slice::<Status>(&bytes).is_ok_and(|s| s.video_id == task.video_id)
         {
             return Ok(Some(Outcome::AlreadyFinal));
         }
         let (cause, reason) = match (
-            s3::head_etag(&self.s3, &task.source).await?,
+            store::head_etag(&self.s3, &task.source).await?,
             &task.provenance.etag,
         ) {
             (None, _) => (

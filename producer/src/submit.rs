@@ -4,10 +4,9 @@
 
 use schema::ObjectRef;
 
-use crate::{
-    discover::{Candidate, Enqueuer, Outcome},
-    s3,
-};
+use fleet::store;
+
+use crate::discover::{Candidate, Enqueuer, Outcome};
 
 /// What one pass found.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -23,7 +22,7 @@ pub struct Tally {
 /// a failed status that says why.
 pub async fn submit(enqueuer: &Enqueuer<'_>, source: &ObjectRef) -> anyhow::Result<Tally> {
     let mut tally = Tally::default();
-    let mut pages = s3::Pages::new(enqueuer.s3, &source.bucket, &source.key);
+    let mut pages = store::Pages::new(enqueuer.s3, &source.bucket, &source.key);
     while let Some(page) = pages.next().await? {
         for listed in page {
             let candidate = Candidate {

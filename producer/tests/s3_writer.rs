@@ -2,17 +2,17 @@
 //! by scripts/test.sh): small objects are one PUT, large ones a multipart
 //! upload, and either way the bytes read back are the bytes written.
 
-use producer::s3::{self, ObjectWriter, S3Args};
+use fleet::store::{self, ObjectWriter, S3Args};
 
 async fn client() -> anyhow::Result<aws_sdk_s3::Client> {
     let endpoint = std::env::var("FF_S3_ENDPOINT")
         .map_err(|_| anyhow::anyhow!("run through scripts/test.sh"))?;
-    Ok(s3::client(&S3Args {
+    store::client(&S3Args {
         s3_endpoint: Some(endpoint),
         store_retry: std::time::Duration::ZERO,
         s3_ca_file: None,
     })
-    .await?)
+    .await
 }
 
 async fn roundtrip(size: usize) -> anyhow::Result<()> {
@@ -29,7 +29,7 @@ async fn roundtrip(size: usize) -> anyhow::Result<()> {
         writer.write(chunk).await?;
     }
     writer.finish().await?;
-    let read = s3::get(&client, &bucket, "big.bin")
+    let read = store::get(&client, &bucket, "big.bin")
         .await?
         .expect("object exists");
     assert!(
@@ -37,7 +37,7 @@ async fn roundtrip(size: usize) -> anyhow::Result<()> {
         "{size} bytes: read back {} bytes that differ",
         read.len()
     );
-    s3::delete(&client, &bucket, "big.bin").await?;
+    store::delete(&client, &bucket, "big.bin").await?;
     client.delete_bucket().bucket(&bucket).send().await?;
     Ok(())
 }
@@ -75,7 +75,7 @@ async fn an_abandoned_multipart_upload_is_aborted() -> anyhow::Result<()> {
         parts.as_ref().map_or(true, |p| p.parts().is_empty()),
         "the upload's parts are still stored: {parts:?}"
     );
-    assert!(s3::get(&client, &bucket, "big.bin").await?.is_none());
+    assert!(store::get(&client, &bucket, "big.bin").await?.is_none());
     // A small object never opened an upload: nothing to abort.
     let mut small = ObjectWriter::new(&client, &bucket, "small.bin", "application/octet-stream");
     small.write(b"tiny").await?;

@@ -1,12 +1,13 @@
 use thiserror::Error;
 
-use crate::{Limits, Message, ValidationError};
+use crate::{Limits, Message, ValidationError, legacy};
 
 /// First bytes of every Framefleet payload.
 pub const MAGIC: [u8; 2] = *b"FF";
-/// Wire version this build writes and reads. Bump it with any change to
-/// `Message` or a type inside it.
-pub const VERSION: u16 = 3;
+/// Wire version this build writes. Bump it with any change to `Message` or
+/// a type inside it, and keep reading the previous one (`legacy`) for as
+/// long as a rolling upgrade can leave it in queues and stored parts.
+pub const VERSION: u16 = 4;
 
 const HEADER: usize = MAGIC.len() + 2;
 // bincode refuses to allocate past this; one byte over our own message limit.
@@ -32,7 +33,7 @@ pub enum DecodeError {
     #[error("payload does not start with the framefleet magic")]
     BadMagic,
     /// Written by a different build: not corrupt, but not ours to read.
-    #[error("wire version {found} is not supported (this build reads {VERSION})")]
+    #[error("wire version {found} is not supported (this build reads {} and {VERSION})", legacy::V3)]
     UnsupportedVersion { found: u16 },
     #[error("payload of {size} bytes exceeds the {limit} byte limit")]
     TooLarge { size: usize, limit: usize },
@@ -84,13 +85,14 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
     if bytes[..2] != MAGIC {
         return Err(DecodeError::BadMagic);
     }
-    let found = u16::from_le_bytes([bytes[2], bytes[3]]);
-    if found != VERSION {
-        return Err(DecodeError::UnsupportedVersion { found });
+    let body = &bytes[HEADER..];
+    let (message, used) = match u16::from_le_bytes([bytes[2], bytes[3]]) {
+        VERSION => bincode::serde::decode_from_slice::<Message, _>(body, config()),
+        legacy::V3 => bincode::serde::decode_from_slice::<legacy::MessageV3, _>(body, config())
+            .map(|(m, used)| (m.into(), used)),
+        found => return Err(DecodeError::UnsupportedVersion { found }),
     }
-    let (message, used): (Message, usize) =
-        bincode::serde::decode_from_slice(&bytes[HEADER..], config())
-            .map_err(DecodeError::Corrupt)?;
+    .map_err(DecodeError::Corrupt)?;
     let trailing = bytes.len() - HEADER - used;
     if trailing != 0 {
         return Err(DecodeError::TrailingBytes(trailing));

@@ -6,6 +6,7 @@
 //! producer sent this" apart from "these bytes are corrupt".
 
 mod codec;
+mod legacy;
 mod limits;
 mod messages;
 mod task;
@@ -14,7 +15,7 @@ mod validate;
 pub use codec::{DecodeError, EncodeError, MAGIC, VERSION, decode, encode};
 pub use limits::Limits;
 pub use messages::{
-    Coverage, Frame, FrameJob, FrameResult, Label, Message, ObjectRef, Provenance, Sampling,
+    Coverage, Frame, FrameJob, FrameResult, HeadOutputs, HeadValues, Label, Message, ObjectRef, Provenance, Sampling,
     VideoDone, VideoFailed, VideoTask,
 };
 pub use task::{TaskSpec, known_task};

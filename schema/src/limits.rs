@@ -8,6 +8,8 @@ pub struct Limits {
     pub max_side: u32,
     pub max_embedding_dim: u32,
     pub max_text_bytes: usize,
+    /// Heads one result may carry.
+    pub max_heads: usize,
 }
 
 impl Limits {
@@ -17,6 +19,7 @@ impl Limits {
         max_side: 4096,
         max_embedding_dim: 65536,
         max_text_bytes: 4096,
+        max_heads: 64,
     };
 }
 

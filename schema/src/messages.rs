@@ -120,6 +120,37 @@ pub struct FrameResult {
     pub captions: Vec<String>,
     /// Time the model spent on the batch this job rode in.
     pub compute_ms: u32,
+    /// What each head the worker runs said about each frame.
+    pub heads: Vec<HeadOutputs>,
+}
+
+/// One head's outputs for every frame of a job.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HeadOutputs {
+    /// The head's name; the collector writes `heads/NAME/KEY.jsonl`.
+    pub name: String,
+    pub values: HeadValues,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum HeadValues {
+    /// The most probable class of each frame, with its probability.
+    Classes(Vec<Label>),
+    /// One number per frame, in the head's unit.
+    Numbers(Vec<f32>),
+}
+
+impl HeadValues {
+    pub fn len(&self) -> usize {
+        match self {
+            HeadValues::Classes(v) => v.len(),
+            HeadValues::Numbers(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 impl fmt::Debug for FrameResult {

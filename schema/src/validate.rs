@@ -1,7 +1,7 @@
 use thiserror::Error;
 
 use crate::{
-    FrameJob, FrameResult, Limits, Message, ObjectRef, Provenance, Sampling, VideoDone,
+    FrameJob, FrameResult, HeadValues, Limits, Message, ObjectRef, Provenance, Sampling, VideoDone,
     VideoFailed, VideoTask,
 };
 
@@ -46,6 +46,16 @@ pub enum ValidationError {
     BadSampling(Sampling),
     #[error("time {0} s is not finite")]
     BadTime(f64),
+    #[error("{heads} heads, over the limit of {max}")]
+    TooManyHeads { heads: usize, max: usize },
+    #[error("head {head} has {values} values for {frames} frames")]
+    HeadValueCount {
+        head: String,
+        values: usize,
+        frames: usize,
+    },
+    #[error("head value {0} is not finite")]
+    BadHeadValue(f32),
 }
 
 type Result = std::result::Result<(), ValidationError>;
@@ -222,6 +232,34 @@ impl FrameResult {
         }
         for label in self.labels.iter().flatten() {
             text("label", &label.name, limits)?;
+        }
+        if self.heads.len() > limits.max_heads {
+            return Err(ValidationError::TooManyHeads {
+                heads: self.heads.len(),
+                max: limits.max_heads,
+            });
+        }
+        for head in &self.heads {
+            text("head name", &head.name, limits)?;
+            if head.values.len() != self.frames.len() {
+                return Err(ValidationError::HeadValueCount {
+                    head: head.name.clone(),
+                    values: head.values.len(),
+                    frames: self.frames.len(),
+                });
+            }
+            match &head.values {
+                HeadValues::Classes(labels) => {
+                    for label in labels {
+                        text("head label", &label.name, limits)?;
+                    }
+                }
+                HeadValues::Numbers(values) => {
+                    if let Some(v) = values.iter().find(|v| !v.is_finite()) {
+                        return Err(ValidationError::BadHeadValue(*v));
+                    }
+                }
+            }
         }
         Ok(())
     }

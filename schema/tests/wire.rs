@@ -1,7 +1,7 @@
 use proptest::prelude::*;
 use schema::{
-    Coverage, DecodeError, Frame, FrameJob, FrameResult, Label, Message, ObjectRef, Provenance,
-    Sampling, VERSION, ValidationError, VideoDone, VideoFailed, VideoTask, decode, encode,
+    Coverage, DecodeError, Frame, FrameJob, FrameResult, HeadOutputs, HeadValues, Label, Message,
+    ObjectRef, Provenance, Sampling, VERSION, ValidationError, VideoDone, VideoFailed, VideoTask, decode, encode,
 };
 use uuid::Uuid;
 
@@ -66,9 +66,10 @@ fn result() -> impl Strategy<Value = FrameResult> {
         frames(4),
         any::<bool>(),
         any::<bool>(),
+        any::<bool>(),
     )
         .prop_flat_map(
-            |(id, source, output, seq, dim, frames, with_labels, with_captions)| {
+            |(id, source, output, seq, dim, frames, with_labels, with_captions, with_heads)| {
                 let n = dim as usize * frames.len();
                 let labels = if with_labels {
                     frames
@@ -92,6 +93,29 @@ fn result() -> impl Strategy<Value = FrameResult> {
                 } else {
                     Vec::new()
                 };
+                let heads = if with_heads {
+                    vec![
+                        HeadOutputs {
+                            name: "daytime".into(),
+                            values: HeadValues::Classes(
+                                frames
+                                    .iter()
+                                    .map(|_| Label {
+                                        class: 1,
+                                        name: "night".into(),
+                                        score: 0.75,
+                                    })
+                                    .collect(),
+                            ),
+                        },
+                        HeadOutputs {
+                            name: "people".into(),
+                            values: HeadValues::Numbers(vec![2.5; frames.len()]),
+                        },
+                    ]
+                } else {
+                    Vec::new()
+                };
                 prop::collection::vec(-10f32..10.0, n).prop_map(move |embeddings| FrameResult {
                     video_id: Uuid::from_u128(id),
                     task: "embed.effnet-lite0".into(),
@@ -105,6 +129,7 @@ fn result() -> impl Strategy<Value = FrameResult> {
                     labels: labels.clone(),
                     captions: captions.clone(),
                     compute_ms: 7,
+                    heads: heads.clone(),
                 })
             },
         )
@@ -286,4 +311,119 @@ fn long_failure_reasons_are_cut_to_fit_the_wire() {
     let cut = VideoFailed::truncate_reason(&reason);
     assert!(cut.len() <= schema::Limits::DEFAULT.max_text_bytes);
     assert!(cut.ends_with("..."));
+}
+
+/// Version 3, the wire before heads: what a worker not yet upgraded sends
+/// and what a collector stored before its upgrade. Field for field the old
+/// `FrameResult`, and the old enum's variant order.
+#[derive(serde::Serialize)]
+struct FrameResultV3 {
+    video_id: Uuid,
+    task: String,
+    source: ObjectRef,
+    output: ObjectRef,
+    seq: u32,
+    frames: Vec<Frame>,
+    model: String,
+    dim: u32,
+    embeddings: Vec<f32>,
+    labels: Vec<Vec<Label>>,
+    captions: Vec<String>,
+    compute_ms: u32,
+}
+
+#[derive(serde::Serialize)]
+#[allow(dead_code)] // only the variant's position is encoded
+enum MessageV3 {
+    VideoTask,
+    FrameJob,
+    FrameResult(Box<FrameResultV3>),
+}
+
+#[test]
+fn version_3_results_are_read_without_heads() {
+    let frame = Frame {
+        index: 3,
+        pts_s: 0.12,
+    };
+    let object = ObjectRef {
+        bucket: "b".into(),
+        key: "videos/a.mp4".into(),
+    };
+    let old = MessageV3::FrameResult(Box::new(FrameResultV3 {
+        video_id: Uuid::from_u128(9),
+        task: "embed.effnet-lite0".into(),
+        source: object.clone(),
+        output: object.clone(),
+        seq: 2,
+        frames: vec![frame],
+        model: "effnet".into(),
+        dim: 2,
+        embeddings: vec![0.5, -1.0],
+        labels: Vec::new(),
+        captions: Vec::new(),
+        compute_ms: 4,
+    }));
+    let mut bytes = b"FF".to_vec();
+    bytes.extend_from_slice(&3u16.to_le_bytes());
+    bincode::serde::encode_into_std_write(&old, &mut bytes, bincode::config::standard())
+        .expect("encodes");
+    let Ok(Message::FrameResult(result)) = decode(&bytes) else {
+        panic!("a version 3 result must decode: {:?}", decode(&bytes));
+    };
+    assert_eq!((result.seq, result.dim), (2, 2));
+    assert_eq!(result.embeddings, vec![0.5, -1.0]);
+    assert_eq!(result.frames, vec![frame]);
+    assert!(result.heads.is_empty());
+}
+
+#[test]
+fn head_values_must_cover_every_frame() {
+    let Message::FrameResult(mut result) = sample_result() else {
+        unreachable!()
+    };
+    result.heads = vec![HeadOutputs {
+        name: "people".into(),
+        values: HeadValues::Numbers(vec![1.0]),
+    }];
+    assert!(matches!(
+        result.validate(&schema::Limits::DEFAULT),
+        Err(ValidationError::HeadValueCount { values: 1, frames: 2, .. })
+    ));
+    result.heads[0].values = HeadValues::Numbers(vec![1.0, f32::NAN]);
+    assert!(matches!(
+        result.validate(&schema::Limits::DEFAULT),
+        Err(ValidationError::BadHeadValue(_))
+    ));
+}
+
+fn sample_result() -> Message {
+    let object = ObjectRef {
+        bucket: "b".into(),
+        key: "videos/a.mp4".into(),
+    };
+    Message::FrameResult(FrameResult {
+        video_id: Uuid::from_u128(1),
+        task: "embed.effnet-lite0".into(),
+        source: object.clone(),
+        output: object,
+        seq: 0,
+        frames: vec![
+            Frame {
+                index: 0,
+                pts_s: 0.0,
+            },
+            Frame {
+                index: 1,
+                pts_s: 0.04,
+            },
+        ],
+        model: "effnet".into(),
+        dim: 1,
+        embeddings: vec![0.0, 1.0],
+        labels: Vec::new(),
+        captions: Vec::new(),
+        compute_ms: 1,
+        heads: Vec::new(),
+    })
 }

@@ -33,6 +33,105 @@ pub enum Command {
     /// per image: {"image", "caption", "token_ids"}. Images are resized to
     /// the model's input as BlipImageProcessor does (bicubic, no crop).
     Caption(CaptionArgs),
+
+    /// Heads on stored embeddings: train one from a labels file, or run
+    /// heads over embeddings already in the bucket.
+    #[command(subcommand)]
+    Head(HeadCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HeadCommand {
+    /// Train a head on embeddings in the bucket and a labels file; writes
+    /// head.safetensors and head.json to --out, and prints the validation
+    /// accuracy (classes) or error (numbers).
+    Train(TrainArgs),
+    /// Run heads over the embeddings stored under an output prefix and
+    /// write heads/NAME/KEY.jsonl beside them, without decoding anything.
+    Apply(ApplyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub store: fleet::store::S3Args,
+
+    /// The pipeline's output prefix, s3://BUCKET/PREFIX/, which holds
+    /// embeddings/ and status/.
+    #[arg(long, env = "FF_OUTPUT")]
+    pub embeddings: String,
+
+    /// CSV (header row) or JSON lines: video, frame or start_s+end_s, and
+    /// label (a class) or value (a number).
+    #[arg(long)]
+    pub labels: PathBuf,
+
+    /// The head's name: its outputs go to heads/NAME/.
+    #[arg(long, value_parser = crate::heads::parse_name)]
+    pub name: String,
+
+    /// Directory to write head.safetensors and head.json into.
+    #[arg(long)]
+    pub out: PathBuf,
+
+    /// Hidden layer width; 0 trains a linear head.
+    #[arg(long, default_value_t = 0)]
+    pub hidden: usize,
+
+    /// Loss: cross-entropy for class labels (the default for them), mse or
+    /// huber for numbers (mse by default).
+    #[arg(long, value_enum)]
+    pub loss: Option<crate::heads::train::Loss>,
+
+    /// Unit of a numeric target, recorded in head.json.
+    #[arg(long, default_value = "")]
+    pub unit: String,
+
+    /// What is held out for validation: whole videos, or frames.
+    #[arg(long, value_enum, default_value = "video")]
+    pub split: crate::heads::train::Split,
+
+    /// Share of videos (or frames) held out for validation.
+    #[arg(long, default_value_t = 0.2)]
+    pub validation_fraction: f64,
+
+    /// Seed of the initial weights, the split and the batch order.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+
+    #[arg(long, default_value_t = 200)]
+    pub epochs: usize,
+
+    /// Epochs without a better validation loss before training stops.
+    #[arg(long, default_value_t = 10)]
+    pub patience: usize,
+
+    #[arg(long, default_value_t = 1e-3)]
+    pub learning_rate: f64,
+
+    #[arg(long, default_value_t = 1e-4)]
+    pub weight_decay: f64,
+
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub store: fleet::store::S3Args,
+
+    /// The pipeline's output prefix, s3://BUCKET/PREFIX/.
+    #[arg(long, env = "FF_OUTPUT")]
+    pub embeddings: String,
+
+    /// Only videos whose key starts with this.
+    #[arg(long, default_value = "")]
+    pub prefix: String,
+
+    /// A head directory (head.json + head.safetensors); repeatable.
+    #[arg(long = "head", required = true)]
+    pub heads: Vec<PathBuf>,
 }
 
 /// Where a model's files come from, and what runs it.
@@ -84,6 +183,12 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub caption: CaptionOptions,
+
+    /// A head to run on every batch's embeddings (a directory with
+    /// head.json and head.safetensors, from `worker head train`);
+    /// repeatable. Refused at start unless trained on this task's encoder.
+    #[arg(long = "head", env = "FF_HEADS", value_delimiter = ',')]
+    pub heads: Vec<PathBuf>,
 
     /// Task to serve; its frames queue is `<namespace>.frames.<task>`.
     #[arg(long, env = "FF_TASK", default_value = "embed.effnet-lite0")]

@@ -7,6 +7,7 @@ use tokio::sync::mpsc;
 
 use crate::{
     batcher::Weighted,
+    heads::Head,
     intake::Job,
     models::{Images, Model, Outputs},
 };
@@ -57,9 +58,19 @@ fn infer_in_chunks(
     Ok(all)
 }
 
-/// Spawns the engine thread; it ends when `batches` closes.
+/// Runs every head over the batch's embeddings.
+fn with_heads(mut outputs: Outputs, heads: &[Head], count: usize) -> candle_core::Result<Outputs> {
+    for head in heads {
+        outputs.heads.push(head.outputs(&outputs.embeddings, count)?);
+    }
+    Ok(outputs)
+}
+
+/// Spawns the engine thread; it ends when `batches` closes. `heads` run
+/// on each batch's embeddings after the model.
 pub fn spawn(
     model: Box<dyn Model>,
+    heads: Vec<Head>,
     max_frames: usize,
     mut batches: mpsc::Receiver<Vec<Job>>,
     finished: mpsc::Sender<Finished>,
@@ -77,7 +88,8 @@ pub fn spawn(
                 }
                 let count = jobs.iter().map(Weighted::frames).sum();
                 let outcome =
-                    infer_in_chunks(model.as_ref(), &pixels, count, (width, height), max_frames);
+                    infer_in_chunks(model.as_ref(), &pixels, count, (width, height), max_frames)
+                        .and_then(|outputs| with_heads(outputs, &heads, count));
                 let compute_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
                 tracing::debug!(jobs = jobs.len(), frames = count, compute_ms, "batch done");
                 if finished

@@ -7,6 +7,7 @@ pub mod caption;
 pub mod cli;
 pub mod device;
 mod engine;
+pub mod heads;
 mod intake;
 pub mod load;
 pub mod models;

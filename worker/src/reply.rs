@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use schema::{FrameResult, Message};
+use schema::{FrameResult, HeadOutputs, HeadValues, Message};
 use tokio::sync::{mpsc, watch};
 
 use fleet::{Publisher, Topology};
@@ -97,6 +97,21 @@ impl Reply {
                 labels: slice(&outputs.labels, offset..offset + n),
                 captions: slice(&outputs.captions, offset..offset + n),
                 compute_ms,
+                heads: outputs
+                    .heads
+                    .iter()
+                    .map(|h| HeadOutputs {
+                        name: h.name.clone(),
+                        values: match &h.values {
+                            HeadValues::Classes(v) => {
+                                HeadValues::Classes(slice(v, offset..offset + n))
+                            }
+                            HeadValues::Numbers(v) => {
+                                HeadValues::Numbers(slice(v, offset..offset + n))
+                            }
+                        },
+                    })
+                    .collect(),
             };
             offset += n;
             let payload = schema::encode(&Message::FrameResult(result))?;

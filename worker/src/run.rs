@@ -48,8 +48,9 @@ pub async fn run(cli: RunArgs) -> anyhow::Result<()> {
             spec.height
         );
     }
+    let heads = crate::heads::load_all(&cli.heads, &cli.task, model.embedding_dim())?;
     let name = model.name().to_owned();
-    tracing::info!(task = %cli.task, model = name, device = %cli.model.device, dir = %dir.display(), "model loaded");
+    tracing::info!(task = %cli.task, model = name, device = %cli.model.device, dir = %dir.display(), heads = ?heads.iter().map(|h| h.name()).collect::<Vec<_>>(), "model loaded");
 
     let consumer_tag = format!("worker {} pid {}", cli.task, std::process::id());
     let connection =
@@ -82,7 +83,7 @@ pub async fn run(cli: RunArgs) -> anyhow::Result<()> {
     // One job until the first batch shows how many fit in the ack timeout.
     let (prefetch_tx, prefetch_rx) = watch::channel(Pace::INITIAL.min(cli.prefetch));
     let held = Held::new();
-    let engine = engine::spawn(model, cli.max_batch as usize, batch_rx, done_tx)?;
+    let engine = engine::spawn(model, heads, cli.max_batch as usize, batch_rx, done_tx)?;
     let batching = tokio::spawn(batcher::run(job_rx, batch_tx, limits));
     let replying = tokio::spawn(
         Reply {

@@ -3,23 +3,47 @@
 
 use anyhow::{Context, ensure};
 use aws_sdk_s3::Client;
-use schema::{Message, ObjectRef, VideoDone};
+use std::collections::BTreeMap;
+
+use fleet::head_lines::head_lines;
+use schema::{HeadValues, Message, ObjectRef, VideoDone};
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::{
-    captions::{CaptionLine, Vtt},
+use fleet::{
     layout::{Layout, done_key, part_key, parts_prefix},
     npy,
     status::{State, Status, Timings, now_unix_ms},
+    store::{self, ObjectWriter},
 };
-use crate::s3::{self, ObjectWriter};
+
+use super::captions::{CaptionLine, Vtt};
 
 #[derive(Serialize)]
 struct FrameLine<'a> {
     index: u64,
     pts_s: f64,
     labels: &'a [schema::Label],
+    /// What each head said of the frame, by head name.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    heads: BTreeMap<&'a str, HeadValue<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum HeadValue<'a> {
+    Class { label: &'a str, score: f32 },
+    Number(f32),
+}
+
+fn head_value(values: &HeadValues, i: usize) -> Option<HeadValue<'_>> {
+    match values {
+        HeadValues::Classes(v) => v.get(i).map(|l| HeadValue::Class {
+            label: &l.name,
+            score: l.score,
+        }),
+        HeadValues::Numbers(v) => v.get(i).copied().map(HeadValue::Number),
+    }
 }
 
 fn decode_stored<T>(
@@ -38,7 +62,7 @@ pub async fn try_finalize(
     output: &ObjectRef,
     video_id: Uuid,
 ) -> anyhow::Result<bool> {
-    let Some(done) = s3::get(client, &output.bucket, &done_key(output, video_id)).await? else {
+    let Some(done) = store::get(client, &output.bucket, &done_key(output, video_id)).await? else {
         return Ok(false);
     };
     let done = decode_stored(&done, "video done marker", |m| match m {
@@ -46,7 +70,7 @@ pub async fn try_finalize(
         _ => None,
     })?;
     let prefix = parts_prefix(output, video_id);
-    let stored = s3::list(client, &output.bucket, &prefix).await?;
+    let stored = store::list(client, &output.bucket, &prefix).await?;
     let parts = stored.iter().filter(|k| !k.ends_with("done.bin")).count();
     if parts < done.jobs as usize {
         tracing::debug!(video = %done.source, parts, jobs = done.jobs, "waiting for parts");
@@ -54,7 +78,7 @@ pub async fn try_finalize(
     }
     assemble(client, &done).await?;
     for key in stored {
-        s3::delete(client, &output.bucket, &key).await?;
+        store::delete(client, &output.bucket, &key).await?;
     }
     Ok(true)
 }
@@ -79,6 +103,8 @@ struct CaptionSink<'c> {
 struct Sinks<'c> {
     embedding: Option<EmbeddingSink<'c>>,
     caption: Option<CaptionSink<'c>>,
+    /// `heads/NAME/KEY.jsonl`, in the order of part 0's heads.
+    heads: Vec<(String, ObjectWriter<'c>)>,
 }
 
 impl<'c> Sinks<'c> {
@@ -94,6 +120,7 @@ impl<'c> Sinks<'c> {
             writers.push((sink.jsonl, Vec::new()));
             writers.push((sink.vtt, last));
         }
+        writers.extend(self.heads.into_iter().map(|(_, w)| (w, Vec::new())));
         writers
     }
 
@@ -146,7 +173,7 @@ async fn stream_parts<'c>(
     let mut model = None;
     for seq in 0..done.jobs {
         let key = part_key(output, done.video_id, seq);
-        let bytes = s3::get(client, &output.bucket, &key)
+        let bytes = store::get(client, &output.bucket, &key)
             .await?
             .with_context(|| format!("part {seq} of {} vanished during assembly", done.source))?;
         let part = decode_stored(&bytes, "result part", |m| match m {
@@ -170,6 +197,11 @@ async fn stream_parts<'c>(
                     rows: 0,
                 });
             }
+            for head in &part.heads {
+                let key = layout.head(&head.name);
+                let writer = ObjectWriter::new(client, &output.bucket, &key, "application/jsonl");
+                sinks.heads.push((head.name.clone(), writer));
+            }
             if !part.captions.is_empty() {
                 let jsonl =
                     ObjectWriter::new(client, &output.bucket, &jsonl_key, "application/jsonl");
@@ -191,6 +223,13 @@ async fn stream_parts<'c>(
             sinks.caption.is_some() != part.captions.is_empty(),
             "part {seq} disagrees with part 0 on carrying captions"
         );
+        ensure!(
+            sinks.heads.iter().map(|(n, _)| n.as_str()).eq(part.heads.iter().map(|h| h.name.as_str())),
+            "part {seq} carries other heads than part 0"
+        );
+        for ((_, writer), head) in sinks.heads.iter_mut().zip(&part.heads) {
+            writer.write(&head_lines(&part.frames, &head.values)?).await?;
+        }
         if let Some(sink) = &mut sinks.embedding {
             let mut row_bytes = Vec::with_capacity(part.embeddings.len() * 4);
             for v in &part.embeddings {
@@ -202,6 +241,11 @@ async fn stream_parts<'c>(
                     index: frame.index,
                     pts_s: frame.pts_s,
                     labels: part.labels.get(i).map_or(&[], Vec::as_slice),
+                    heads: part
+                        .heads
+                        .iter()
+                        .filter_map(|h| Some((h.name.as_str(), head_value(&h.values, i)?)))
+                        .collect(),
                 };
                 let sep: &[u8] = if sink.rows == 0 { b"\n" } else { b",\n" };
                 sink.frames.write(sep).await?;
@@ -283,7 +327,7 @@ async fn assemble(client: &Client, done: &VideoDone) -> anyhow::Result<()> {
         fingerprint: Some(done.provenance.fingerprint.clone()),
         finished_at_unix_ms: now_unix_ms(),
     };
-    s3::put(
+    store::put(
         client,
         &output.bucket,
         &layout.status(),

@@ -9,9 +9,6 @@
 
 mod assemble;
 mod captions;
-mod layout;
-mod npy;
-mod status;
 
 use std::time::Duration;
 
@@ -25,12 +22,13 @@ use schema::{Message, ObjectRef, VideoFailed};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use fleet::{Publisher, Topology, retry::Patience};
-
-use crate::s3;
-pub(crate) use layout::Layout;
-use layout::{done_key, part_key, parts_prefix};
-pub(crate) use status::{Claim, State, Status, now_unix_ms};
+use fleet::{
+    Publisher, Topology,
+    layout::{Layout, done_key, part_key, parts_prefix},
+    retry::Patience,
+    status::{Claim, State, Status, now_unix_ms},
+    store,
+};
 
 pub struct Collector {
     pub s3: aws_sdk_s3::Client,
@@ -174,7 +172,7 @@ impl Collector {
             source_key: &source.key,
         }
         .status();
-        let Some(bytes) = s3::get(&self.s3, &output.bucket, &key).await? else {
+        let Some(bytes) = store::get(&self.s3, &output.bucket, &key).await? else {
             return Ok(false);
         };
         Ok(serde_json::from_slice::<Status>(&bytes).is_ok_and(|s| s.video_id == video_id))
@@ -192,7 +190,7 @@ impl Collector {
             tracing::debug!(video = %source, key, "video already final, message dropped");
             return Ok(());
         }
-        s3::put(
+        store::put(
             &self.s3,
             &output.bucket,
             key,
@@ -212,7 +210,7 @@ impl Collector {
         };
         // A run that failed because its object was replaced must not bury
         // the result of a run over the newer bytes.
-        if let Some(existing) = s3::get(&self.s3, &output.bucket, &layout.status()).await?
+        if let Some(existing) = store::get(&self.s3, &output.bucket, &layout.status()).await?
             && let Ok(existing) = serde_json::from_slice::<Status>(&existing)
             && existing.state != State::Failed
             && existing.etag != failed.provenance.etag
@@ -237,7 +235,7 @@ impl Collector {
             fingerprint: Some(failed.provenance.fingerprint.clone()),
             finished_at_unix_ms: now_unix_ms(),
         };
-        s3::put(
+        store::put(
             &self.s3,
             &output.bucket,
             &layout.status(),
@@ -254,8 +252,8 @@ impl Collector {
     }
 
     async fn delete_parts(&self, output: &ObjectRef, video_id: Uuid) -> anyhow::Result<()> {
-        for key in s3::list(&self.s3, &output.bucket, &parts_prefix(output, video_id)).await? {
-            s3::delete(&self.s3, &output.bucket, &key).await?;
+        for key in store::list(&self.s3, &output.bucket, &parts_prefix(output, video_id)).await? {
+            store::delete(&self.s3, &output.bucket, &key).await?;
         }
         Ok(())
     }
@@ -270,10 +268,10 @@ async fn release_claim(
 ) -> anyhow::Result<()> {
     let bucket = &layout.output.bucket;
     let key = layout.claim();
-    if let Some(claim) = s3::get(client, bucket, &key).await?
+    if let Some(claim) = store::get(client, bucket, &key).await?
         && serde_json::from_slice::<Claim>(&claim).is_ok_and(|c| c.video_id == video_id)
     {
-        s3::delete(client, bucket, &key).await?;
+        store::delete(client, bucket, &key).await?;
     }
     Ok(())
 }

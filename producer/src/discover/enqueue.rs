@@ -10,16 +10,17 @@ use uuid::Uuid;
 use fleet::{Publisher, Topology};
 
 use super::pipeline::{Pipeline, PipelineArgs};
-use crate::{
-    collect::{Claim, Layout, Status, now_unix_ms},
-    s3,
+use fleet::{
+    layout::Layout,
+    status::{Claim, Status, now_unix_ms},
+    store,
 };
 
 /// A bucket object as listed or announced: its key and ETag.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Candidate {
     pub object: ObjectRef,
-    /// Bare (`s3::bare_etag`); `None` when the listing left it out, and
+    /// Bare (`store::bare_etag`); `None` when the listing left it out, and
     /// `consider` asks the store.
     pub etag: Option<String>,
 }
@@ -75,7 +76,7 @@ impl<'a> Enqueuer<'a> {
     pub async fn consider(&self, c: &Candidate) -> anyhow::Result<Outcome> {
         let etag = match &c.etag {
             Some(etag) => Some(etag.clone()),
-            None => match s3::head_etag(self.s3, &c.object).await? {
+            None => match store::head_etag(self.s3, &c.object).await? {
                 None => return Ok(Outcome::Gone),
                 Some(etag) => Some(etag).filter(|e| !e.is_empty()),
             },
@@ -93,7 +94,7 @@ impl<'a> Enqueuer<'a> {
         let video_id = if self.force {
             Uuid::new_v4()
         } else {
-            if let Some(status) = s3::get(self.s3, bucket, &layout.status()).await?
+            if let Some(status) = store::get(self.s3, bucket, &layout.status()).await?
                 && let Ok(status) = serde_json::from_slice::<Status>(&status)
                 && status.etag == c.etag
                 && status.fingerprint.as_deref() == Some(fingerprint.as_str())
@@ -101,7 +102,7 @@ impl<'a> Enqueuer<'a> {
                 return Ok(Outcome::Done);
             }
             let video_id = self.pipeline.video_id(&c.object, c.etag.as_deref());
-            if let Some(claim) = s3::get(self.s3, bucket, &layout.claim()).await?
+            if let Some(claim) = store::get(self.s3, bucket, &layout.claim()).await?
                 && let Ok(claim) = serde_json::from_slice::<Claim>(&claim)
                 && claim.video_id == video_id
             {
@@ -141,7 +142,7 @@ impl<'a> Enqueuer<'a> {
             fingerprint,
             claimed_at_unix_ms: now_unix_ms(),
         };
-        s3::put(
+        store::put(
             self.s3,
             bucket,
             &layout.claim(),

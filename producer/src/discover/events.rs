@@ -6,7 +6,7 @@ use schema::ObjectRef;
 use serde::Deserialize;
 
 use super::Candidate;
-use crate::s3::bare_etag;
+use fleet::store::bare_etag;
 
 #[derive(Deserialize)]
 struct Notification {
@@ -82,7 +82,7 @@ mod tests {
         "Records":[{"eventVersion":"2.0","eventSource":"minio:s3","awsRegion":"",
         "eventTime":"2026-11-29T01:00:00.000Z","eventName":"s3:ObjectCreated:Put",
         "s3":{"s3SchemaVersion":"1.0","configurationId":"Config",
-        "bucket":{"name":"framefleet","arn":"arn:aws:s3:::framefleet"},
+        "bucket":{"name":"framefleet","arn":"arn:aws:store:::framefleet"},
         "object":{"key":"videos%2Fa+b%2Bc.mp4","size":1024,
         "eTag":"d41d8cd98f00b204e9800998ecf8427e","sequencer":"17A"}}}]}"#;
 

@@ -5,7 +5,7 @@ use anyhow::Context;
 use schema::{ObjectRef, Sampling};
 use uuid::Uuid;
 
-use crate::s3;
+use fleet::store;
 
 /// The pipeline flags `submit` and `watch` share. The model, prompt and
 /// token limit are the workers' settings; the enqueuer only records them in
@@ -91,7 +91,7 @@ impl Pipeline {
     pub fn resolve(args: &PipelineArgs, source: &ObjectRef) -> anyhow::Result<Self> {
         schema::known_task(&args.task).with_context(|| format!("unknown task {}", args.task))?;
         let output = match &args.output {
-            Some(url) => s3::parse_url(url)?,
+            Some(url) => store::parse_url(url)?,
             None => ObjectRef {
                 bucket: source.bucket.clone(),
                 key: "outputs/".into(),

@@ -24,7 +24,7 @@ use uuid::Uuid;
 use fleet::{Lease, Publisher, Topology};
 
 use super::{Candidate, Enqueuer, Outcome, events};
-use crate::s3;
+use fleet::store;
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum EventsExchangeKind {
@@ -89,7 +89,7 @@ pub struct Watcher<'a> {
     pub args: WatchArgs,
     pub topology: Topology,
     pub dead: Publisher,
-    /// Key → listing stamp (`s3::Listed::stamp`) of objects settled for
+    /// Key → listing stamp (`store::Listed::stamp`) of objects settled for
     /// good: done under this pipeline, or reported as not a video. Bounded;
     /// a forgotten one costs a request.
     seen: LruCache<String, String>,
@@ -323,7 +323,7 @@ impl<'a> Watcher<'a> {
 
     async fn poll(&mut self, stop: &CancellationToken) -> anyhow::Result<Tally> {
         let mut tally = Tally::default();
-        let mut pages = s3::Pages::new(self.enqueuer.s3, &self.source.bucket, &self.source.key);
+        let mut pages = store::Pages::new(self.enqueuer.s3, &self.source.bucket, &self.source.key);
         while let Some(page) = pages.next().await? {
             for listed in page {
                 if stop.is_cancelled() {

@@ -65,6 +65,10 @@ impl Model for EffnetEncoder {
         &self.name
     }
 
+    fn embedding_dim(&self) -> usize {
+        self.dim
+    }
+
     fn input_size(&self) -> (usize, usize) {
         (self.size, self.size)
     }
@@ -82,7 +86,7 @@ impl Model for EffnetEncoder {
             dim: self.dim,
             embeddings: embeddings.flatten_all()?.to_vec1::<f32>()?,
             labels,
-            captions: Vec::new(),
+            ..Outputs::default()
         })
     }
 }

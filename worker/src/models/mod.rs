@@ -35,6 +35,8 @@ pub struct Outputs {
     pub embeddings: Vec<f32>,
     pub labels: Vec<Vec<schema::Label>>,
     pub captions: Vec<String>,
+    /// Each head's outputs over every image of the batch.
+    pub heads: Vec<schema::HeadOutputs>,
 }
 
 impl Outputs {
@@ -53,6 +55,8 @@ pub trait Model: Send {
     fn name(&self) -> &str;
     /// (width, height) the producer must resize frames to.
     fn input_size(&self) -> (usize, usize);
+    /// Length of the embedding per image; 0 for models that only caption.
+    fn embedding_dim(&self) -> usize;
     fn infer(&self, images: Images<'_>) -> candle_core::Result<Outputs>;
 }
 

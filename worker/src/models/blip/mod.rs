@@ -167,6 +167,10 @@ impl Model for Captioner {
         (self.image_size(), self.image_size())
     }
 
+    fn embedding_dim(&self) -> usize {
+        0
+    }
+
     fn infer(&self, images: Images<'_>) -> candle_core::Result<Outputs> {
         Ok(Outputs {
             captions: self

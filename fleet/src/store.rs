@@ -1,5 +1,5 @@
-//! The bucket: client setup, object URLs, listing, and a bounded-memory
-//! streaming writer.
+//! The bucket: client setup, object URLs, listing, and bounded-memory
+//! streaming reads and writes.
 
 use std::{path::PathBuf, time::Duration};
 
@@ -208,6 +208,20 @@ pub async fn get(client: &Client, bucket: &str, key: &str) -> anyhow::Result<Opt
                 .with_context(|| format!("reading s3://{bucket}/{key}"))?;
             Ok(Some(body.into_bytes().to_vec()))
         }
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
+        Err(e) => Err(anyhow::Error::from(e).context(format!("cannot get s3://{bucket}/{key}"))),
+    }
+}
+
+/// The object as a stream, read as it is consumed (memory holds a buffer,
+/// not the object), or `None` if it does not exist.
+pub async fn open(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+) -> anyhow::Result<Option<impl tokio::io::AsyncBufRead + Unpin + use<>>> {
+    match client.get_object().bucket(bucket).key(key).send().await {
+        Ok(out) => Ok(Some(out.body.into_async_read())),
         Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
         Err(e) => Err(anyhow::Error::from(e).context(format!("cannot get s3://{bucket}/{key}"))),
     }

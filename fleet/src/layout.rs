@@ -29,6 +29,11 @@ impl Layout<'_> {
         self.key("captions", ".vtt")
     }
 
+    /// One head's outputs: a JSON line per frame.
+    pub fn head(&self, name: &str) -> String {
+        self.key(&format!("heads/{name}"), ".jsonl")
+    }
+
     pub fn status(&self) -> String {
         self.key("status", ".json")
     }
@@ -71,6 +76,7 @@ mod tests {
         assert_eq!(l.frames(), "out/embeddings/videos/a.mp4.frames.json");
         assert_eq!(l.captions_jsonl(), "out/captions/videos/a.mp4.jsonl");
         assert_eq!(l.captions_vtt(), "out/captions/videos/a.mp4.vtt");
+        assert_eq!(l.head("daytime"), "out/heads/daytime/videos/a.mp4.jsonl");
         assert_eq!(l.status(), "out/status/videos/a.mp4.json");
         assert_eq!(l.claim(), "out/.framefleet/claims/videos/a.mp4.json");
         // Zero-padded so that listing order is seq order.
