@@ -142,8 +142,9 @@ async fn bench_offline(heads: &[Head]) -> anyhow::Result<()> {
         let total = (videos * rows) as f64;
         println!("| read the .npy objects (round {round}) | {read:.2} | {:.0} | 1.00 |", total / read);
         println!(
-            "| `worker head apply` (round {round}; heads {:.2} s of it) | {apply:.2} | {:.0} | {:.2} |",
+            "| `worker head apply` (round {round}; heads {:.2} s, waiting for reads {:.2} s) | {apply:.2} | {:.0} | {:.2} |",
             report.heads_s,
+            report.waiting_s,
             total / apply,
             apply / read
         );

@@ -114,11 +114,11 @@ async fn apply(args: ApplyArgs) -> anyhow::Result<()> {
     let report = offline::apply(&client, &output, &args.prefix, &heads).await?;
     let seconds = started.elapsed().as_secs_f64();
     println!(
-        "{} videos, {} frames in {seconds:.2} s ({:.0} frames/s; reading {:.2} s, heads {:.2} s); {} failed",
+        "{} videos, {} frames in {seconds:.2} s ({:.0} frames/s; waiting for the store {:.2} s, heads {:.2} s); {} failed",
         report.videos,
         report.rows,
         report.rows as f64 / seconds.max(1e-9),
-        report.read_s,
+        report.waiting_s,
         report.heads_s,
         report.failed.len()
     );

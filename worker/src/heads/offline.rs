@@ -5,7 +5,8 @@ use std::time::Instant;
 
 use aws_sdk_s3::Client;
 use fleet::{head_lines::head_lines, layout::Layout, store};
-use schema::ObjectRef;
+use schema::{Frame, ObjectRef};
+use tokio::sync::mpsc;
 
 use super::{Head, stored::Stored};
 
@@ -18,8 +19,9 @@ pub struct Report {
     pub rows: u64,
     /// (video, reason) for each video that could not be done.
     pub failed: Vec<(String, String)>,
-    /// Time spent reading the stored embeddings, and in the heads.
-    pub read_s: f64,
+    /// Time spent waiting for stored embeddings (reads not hidden behind
+    /// the heads), and in the heads.
+    pub waiting_s: f64,
     pub heads_s: f64,
 }
 
@@ -77,28 +79,48 @@ async fn apply_one(
     };
     let mut writers: Vec<_> = heads
         .iter()
-        .map(|h| store::ObjectWriter::new(client, &output.bucket, &layout.head(h.name()), "application/jsonl"))
+        .map(|h| {
+            store::ObjectWriter::new(client, &output.bucket, &layout.head(h.name()), "application/jsonl")
+        })
         .collect();
-    let (mut values, mut frames) = (Vec::new(), Vec::new());
+    // The next block is read while the heads run on this one: application
+    // then costs about what the reads cost, not their sum.
+    let (blocks, mut next) = mpsc::channel::<anyhow::Result<(Vec<f32>, Vec<Frame>)>>(1);
+    let reader = tokio::spawn(async move {
+        loop {
+            let (mut values, mut frames) = (Vec::new(), Vec::new());
+            let block = match stored.next_block(BLOCK, &mut values, &mut frames).await {
+                Ok(0) => return,
+                Ok(_) => Ok((values, frames)),
+                Err(e) => Err(e),
+            };
+            let failed = block.is_err();
+            if blocks.send(block).await.is_err() || failed {
+                return;
+            }
+        }
+    });
     let mut rows = 0u64;
     let result: anyhow::Result<()> = async {
         loop {
-            let started = Instant::now();
-            let n = stored.next_block(BLOCK, &mut values, &mut frames).await?;
-            report.read_s += started.elapsed().as_secs_f64();
-            if n == 0 {
+            let waited = Instant::now();
+            let Some(block) = next.recv().await else {
                 return Ok(());
-            }
+            };
+            report.waiting_s += waited.elapsed().as_secs_f64();
+            let (values, frames) = block?;
+            let n = frames.len();
             for (head, writer) in heads.iter().zip(&mut writers) {
                 let started = Instant::now();
-                let lines = head_lines(&frames, &head.apply(&values, n)?)?;
+                let answers = tokio::task::block_in_place(|| head.apply(&values, n))?;
                 report.heads_s += started.elapsed().as_secs_f64();
-                writer.write(&lines).await?;
+                writer.write(&head_lines(&frames, &answers)?).await?;
             }
             rows += n as u64;
         }
     }
     .await;
+    reader.abort();
     if let Err(e) = result {
         for w in writers {
             w.abort().await;

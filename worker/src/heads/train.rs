@@ -88,6 +88,13 @@ impl Trained {
     }
 }
 
+/// The name a user passes on the command line.
+fn value_name(value: impl clap::ValueEnum) -> String {
+    value
+        .to_possible_value()
+        .map_or_else(String::new, |v| v.get_name().to_owned())
+}
+
 /// Splits row indices into (train, validation).
 fn split(data: &Dataset, opts: &Options, rng: &mut ChaCha8Rng) -> anyhow::Result<(Vec<usize>, Vec<usize>)> {
     let held_out = |n: usize| ((n as f64 * opts.validation_fraction).round() as usize).clamp(1, n - 1);
@@ -319,9 +326,9 @@ pub fn train(
         hidden: opts.hidden,
         input,
         training: Training {
-            loss: format!("{:?}", opts.loss).to_lowercase(),
+            loss: value_name(opts.loss),
             seed: opts.seed,
-            split: format!("{:?}", opts.split).to_lowercase(),
+            split: value_name(opts.split),
             learning_rate: opts.learning_rate,
             weight_decay: opts.weight_decay,
             epochs,
