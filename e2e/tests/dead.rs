@@ -58,7 +58,10 @@ async fn dead_letters_are_listed_requeued_and_purged() -> anyhow::Result<()> {
         &["run"],
         // No waiting out the "outage" in place: each refusal requeues at
         // once, so the delivery limit is reached in seconds.
-        &[("AWS_SECRET_ACCESS_KEY", "wrong-secret"), ("FF_STORE_RETRY", "0s")],
+        &[
+            ("AWS_SECRET_ACCESS_KEY", "wrong-secret"),
+            ("FF_STORE_RETRY", "0s"),
+        ],
     )?;
     let letters = wait_for_dead_letters(&fleet, 1).await?;
     fleet.kill("producer-bad")?;

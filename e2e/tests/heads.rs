@@ -59,7 +59,8 @@ fn jsonl(bytes: &[u8]) -> anyhow::Result<Vec<Value>> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_head_trained_on_stored_embeddings_answers_offline_and_in_the_fleet() -> anyhow::Result<()> {
+async fn a_head_trained_on_stored_embeddings_answers_offline_and_in_the_fleet() -> anyhow::Result<()>
+{
     let mut fleet = Fleet::new("heads").await?;
     let model = env("FF_TEST_MODEL_DIR")?;
     let bucket = fleet.bucket.clone();
@@ -83,9 +84,15 @@ async fn a_head_trained_on_stored_embeddings_answers_offline_and_in_the_fleet() 
     }
     let labels_file = fleet.work.join("labels.csv");
     std::fs::write(&labels_file, &labels)?;
-    fleet.run("producer", &["submit", &format!("s3://{bucket}/in/"), "--task", TASK])?;
+    fleet.run(
+        "producer",
+        &["submit", &format!("s3://{bucket}/in/"), "--task", TASK],
+    )?;
     let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-    for status in fleet.wait_for_status(&keys, Duration::from_secs(600)).await? {
+    for status in fleet
+        .wait_for_status(&keys, Duration::from_secs(600))
+        .await?
+    {
         anyhow::ensure!(status["state"] == "done", "{status}");
     }
 
@@ -96,9 +103,20 @@ async fn a_head_trained_on_stored_embeddings_answers_offline_and_in_the_fleet() 
         fleet.run(
             "worker",
             &[
-                "head", "train", "--embeddings", &outputs, "--labels",
-                &labels_file.to_string_lossy(), "--name", "photo", "--out", out,
-                "--validation-fraction", "0.25", "--seed", seed,
+                "head",
+                "train",
+                "--embeddings",
+                &outputs,
+                "--labels",
+                &labels_file.to_string_lossy(),
+                "--name",
+                "photo",
+                "--out",
+                out,
+                "--validation-fraction",
+                "0.25",
+                "--seed",
+                seed,
             ],
         )
     };
@@ -137,25 +155,45 @@ async fn a_head_trained_on_stored_embeddings_answers_offline_and_in_the_fleet() 
             .ok_or_else(|| anyhow::anyhow!("no head output for {key}"))?;
         let lines = jsonl(&bytes)?;
         assert_eq!(lines.len(), FRAMES, "{key}");
-        let truth = key.trim_start_matches("in/").split('-').next().unwrap_or("");
+        let truth = key
+            .trim_start_matches("in/")
+            .split('-')
+            .next()
+            .unwrap_or("");
         right += lines.iter().filter(|l| l["label"] == truth).count();
         for (i, l) in lines.iter().enumerate() {
             assert_eq!(l["index"], i as u64, "{key}: frames in order");
-            assert!(l["score"].as_f64().is_some_and(|s| s > 0.25 && s <= 1.0), "{l}");
+            assert!(
+                l["score"].as_f64().is_some_and(|s| s > 0.25 && s <= 1.0),
+                "{l}"
+            );
         }
     }
-    assert!(right >= keys.len() * FRAMES * 9 / 10, "{right} of 192 frames right");
+    assert!(
+        right >= keys.len() * FRAMES * 9 / 10,
+        "{right} of 192 frames right"
+    );
 
     // A head trained on another encoder is refused at start, by name.
     let foreign = fleet.work.join("head-foreign");
     std::fs::create_dir_all(&foreign)?;
-    std::fs::copy(head_dir.join("head.safetensors"), foreign.join("head.safetensors"))?;
+    std::fs::copy(
+        head_dir.join("head.safetensors"),
+        foreign.join("head.safetensors"),
+    )?;
     let mut other = spec.clone();
     other["encoder"]["task"] = "embed.dinov2-small".into();
     std::fs::write(foreign.join("head.json"), serde_json::to_vec(&other)?)?;
     let refused = fleet.output(
         "worker",
-        &["--task", TASK, "--model-dir", &model, "--head", &foreign.to_string_lossy()],
+        &[
+            "--task",
+            TASK,
+            "--model-dir",
+            &model,
+            "--head",
+            &foreign.to_string_lossy(),
+        ],
         &[],
     )?;
     let stderr = String::from_utf8_lossy(&refused.stderr);
@@ -173,7 +211,10 @@ async fn a_head_trained_on_stored_embeddings_answers_offline_and_in_the_fleet() 
     let fresh = fleet.work.join("fresh.mp4");
     crops("fruits", 99, &fresh)?;
     fleet.upload("new/fruits-99.mp4", &fresh).await?;
-    fleet.run("producer", &["submit", &format!("s3://{bucket}/new/"), "--task", TASK])?;
+    fleet.run(
+        "producer",
+        &["submit", &format!("s3://{bucket}/new/"), "--task", TASK],
+    )?;
     fleet
         .wait_for_status(&["new/fruits-99.mp4"], Duration::from_secs(300))
         .await?;
@@ -195,7 +236,16 @@ async fn a_head_trained_on_stored_embeddings_answers_offline_and_in_the_fleet() 
     }
     fleet.run(
         "worker",
-        &["head", "apply", "--embeddings", &outputs, "--prefix", "new/", "--head", &head],
+        &[
+            "head",
+            "apply",
+            "--embeddings",
+            &outputs,
+            "--prefix",
+            "new/",
+            "--head",
+            &head,
+        ],
     )?;
     let offline = jsonl(
         &fleet
@@ -209,7 +259,10 @@ async fn a_head_trained_on_stored_embeddings_answers_offline_and_in_the_fleet() 
             .map(|l| {
                 (
                     l["index"].as_u64().unwrap_or(u64::MAX),
-                    (l["label"].to_string(), l["score"].as_f64().unwrap_or(f64::NAN)),
+                    (
+                        l["label"].to_string(),
+                        l["score"].as_f64().unwrap_or(f64::NAN),
+                    ),
                 )
             })
             .collect()
@@ -218,7 +271,11 @@ async fn a_head_trained_on_stored_embeddings_answers_offline_and_in_the_fleet() 
     assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
     for (i, (label, score)) in &a {
         assert_eq!(*label, b[i].0, "frame {i}");
-        assert!((score - b[i].1).abs() < 1e-4, "frame {i}: {score} vs {}", b[i].1);
+        assert!(
+            (score - b[i].1).abs() < 1e-4,
+            "frame {i}: {score} vs {}",
+            b[i].1
+        );
     }
     fleet.cleanup(&[TASK]).await
 }

@@ -97,20 +97,30 @@ mod tests {
             bytes.extend_from_slice(&v.to_le_bytes());
         }
         let mut reader = &bytes[..];
-        assert_eq!(read_f32_matrix_header(&mut reader).await.expect("header"), (2, 3));
+        assert_eq!(
+            read_f32_matrix_header(&mut reader).await.expect("header"),
+            (2, 3)
+        );
         let mut rows = Vec::new();
-        read_f32_rows(&mut reader, 2, 3, &mut rows).await.expect("rows");
+        read_f32_rows(&mut reader, 2, 3, &mut rows)
+            .await
+            .expect("rows");
         assert_eq!(rows, [1.0, 2.0, 3.0, -4.0, 5.5, 6.0]);
     }
 
     #[test]
     fn other_arrays_are_refused_by_name() {
         let err = |d: &str| parse_dict(d).expect_err("refused").to_string();
-        assert!(err("{'descr': '<f8', 'fortran_order': False, 'shape': (2, 3), }").contains("float32"));
-        assert!(err("{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3), }").contains("C-ordered"));
+        assert!(
+            err("{'descr': '<f8', 'fortran_order': False, 'shape': (2, 3), }").contains("float32")
+        );
+        assert!(
+            err("{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3), }").contains("C-ordered")
+        );
         assert!(err("{'descr': '<f4', 'fortran_order': False, 'shape': (6,), }").contains("2-D"));
         assert_eq!(
-            parse_dict("{'descr': '<f4', 'fortran_order': False, 'shape': (0, 1280), }").expect("parses"),
+            parse_dict("{'descr': '<f4', 'fortran_order': False, 'shape': (0, 1280), }")
+                .expect("parses"),
             (0, 1280)
         );
     }

@@ -7,8 +7,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use fleet::{Publisher, Topology};
 use fleet::store;
+use fleet::{Publisher, Topology};
 use producer::{collect, decode, discover, produce, submit};
 
 /// Framefleet producer, collector and discovery.

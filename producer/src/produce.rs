@@ -220,7 +220,8 @@ impl Producer {
         }
         // A presigned URL lets libavformat issue its own ranged GETs: no temp
         // file, no whole-video buffer. It must outlive the longest decode.
-        let url = store::presigned_get(&self.s3, &task.source, Duration::from_secs(12 * 3600)).await?;
+        let url =
+            store::presigned_get(&self.s3, &task.source, Duration::from_secs(12 * 3600)).await?;
         let settings = decode::Settings {
             width: spec.width,
             height: spec.height,

@@ -55,7 +55,11 @@ fn peak_memory_does_not_grow_with_the_bitstream() {
         .arg(&path)
         .output()
         .expect("ffmpeg runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let bitstream = std::fs::metadata(&path).expect("video written").len();
 
     // The first decode loads libav's codecs and sizes the allocator's pools.

@@ -33,7 +33,10 @@ pub enum DecodeError {
     #[error("payload does not start with the framefleet magic")]
     BadMagic,
     /// Written by a different build: not corrupt, but not ours to read.
-    #[error("wire version {found} is not supported (this build reads {} and {VERSION})", legacy::V3)]
+    #[error(
+        "wire version {found} is not supported (this build reads {} and {VERSION})",
+        legacy::V3
+    )]
     UnsupportedVersion { found: u16 },
     #[error("payload of {size} bytes exceeds the {limit} byte limit")]
     TooLarge { size: usize, limit: usize },

@@ -15,8 +15,8 @@ mod validate;
 pub use codec::{DecodeError, EncodeError, MAGIC, VERSION, decode, encode};
 pub use limits::Limits;
 pub use messages::{
-    Coverage, Frame, FrameJob, FrameResult, HeadOutputs, HeadValues, Label, Message, ObjectRef, Provenance, Sampling,
-    VideoDone, VideoFailed, VideoTask,
+    Coverage, Frame, FrameJob, FrameResult, HeadOutputs, HeadValues, Label, Message, ObjectRef,
+    Provenance, Sampling, VideoDone, VideoFailed, VideoTask,
 };
 pub use task::{TaskSpec, known_task};
 pub use validate::ValidationError;

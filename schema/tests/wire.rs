@@ -1,7 +1,8 @@
 use proptest::prelude::*;
 use schema::{
     Coverage, DecodeError, Frame, FrameJob, FrameResult, HeadOutputs, HeadValues, Label, Message,
-    ObjectRef, Provenance, Sampling, VERSION, ValidationError, VideoDone, VideoFailed, VideoTask, decode, encode,
+    ObjectRef, Provenance, Sampling, VERSION, ValidationError, VideoDone, VideoFailed, VideoTask,
+    decode, encode,
 };
 use uuid::Uuid;
 
@@ -388,7 +389,11 @@ fn head_values_must_cover_every_frame() {
     }];
     assert!(matches!(
         result.validate(&schema::Limits::DEFAULT),
-        Err(ValidationError::HeadValueCount { values: 1, frames: 2, .. })
+        Err(ValidationError::HeadValueCount {
+            values: 1,
+            frames: 2,
+            ..
+        })
     ));
     result.heads[0].values = HeadValues::Numbers(vec![1.0, f32::NAN]);
     assert!(matches!(

@@ -18,12 +18,18 @@ const CLASSES: usize = 10;
 
 fn dataset(rows: usize, videos: usize) -> Dataset {
     let mut rng = ChaCha8Rng::seed_from_u64(0);
-    let centres: Vec<f32> = (0..CLASSES * DIM).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let centres: Vec<f32> = (0..CLASSES * DIM)
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
     let mut x = Vec::with_capacity(rows * DIM);
     let mut ids = Vec::with_capacity(rows);
     for r in 0..rows {
         let c = r % CLASSES;
-        x.extend(centres[c * DIM..(c + 1) * DIM].iter().map(|v| v + rng.random_range(-2.0f32..2.0)));
+        x.extend(
+            centres[c * DIM..(c + 1) * DIM]
+                .iter()
+                .map(|v| v + rng.random_range(-2.0f32..2.0)),
+        );
         ids.push(c as u32);
     }
     Dataset {
@@ -69,11 +75,21 @@ fn bench_training() -> anyhow::Result<Vec<std::path::PathBuf>> {
     let mut dirs = Vec::new();
     for hidden in [0, 256] {
         let started = Instant::now();
-        let trained = train::train(&data, &options(hidden, 10), &format!("h{hidden}"), encoder(), |_| {})?;
+        let trained = train::train(
+            &data,
+            &options(hidden, 10),
+            &format!("h{hidden}"),
+            encoder(),
+            |_| {},
+        )?;
         let seconds = started.elapsed().as_secs_f64();
         println!(
             "| {} | {seconds:.1} | {:.2} | {:.3} |",
-            if hidden == 0 { "linear".to_owned() } else { format!("hidden {hidden}") },
+            if hidden == 0 {
+                "linear".to_owned()
+            } else {
+                format!("hidden {hidden}")
+            },
             seconds / trained.spec.training.epochs as f64,
             trained.spec.validation.accuracy.unwrap_or(0.0)
         );
@@ -85,34 +101,72 @@ fn bench_training() -> anyhow::Result<Vec<std::path::PathBuf>> {
 }
 
 /// Stores `videos` synthetic embedding sets as the collector would.
-async fn store(client: &aws_sdk_s3::Client, bucket: &str, videos: usize, rows: usize) -> anyhow::Result<()> {
+async fn store(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    videos: usize,
+    rows: usize,
+) -> anyhow::Result<()> {
     client.create_bucket().bucket(bucket).send().await.ok();
-    let output = schema::ObjectRef { bucket: bucket.into(), key: "out/".into() };
+    let output = schema::ObjectRef {
+        bucket: bucket.into(),
+        key: "out/".into(),
+    };
     let data = dataset(rows, 1);
     for v in 0..videos {
         let key = format!("v/{v:03}.mp4");
-        let layout = fleet::layout::Layout { output: &output, source_key: &key };
+        let layout = fleet::layout::Layout {
+            output: &output,
+            source_key: &key,
+        };
         let mut npy = fleet::npy::f32_matrix_header(rows as u64, DIM as u64);
         npy.extend(data.x.iter().flat_map(|f| f.to_le_bytes()));
         let mut frames = String::from("[");
         for i in 0..rows {
-            frames += &format!("{}\n{{\"index\":{i},\"pts_s\":{},\"labels\":[]}}", if i == 0 { "" } else { "," }, i as f64 / 25.0);
+            frames += &format!(
+                "{}\n{{\"index\":{i},\"pts_s\":{},\"labels\":[]}}",
+                if i == 0 { "" } else { "," },
+                i as f64 / 25.0
+            );
         }
         frames += "\n]\n";
         let status = serde_json::json!({
             "state": "done", "video_id": uuid::Uuid::nil(), "source": key, "task": "embed.effnet-lite0",
             "model": "bench", "frames": rows, "finished_at_unix_ms": 0,
         });
-        fleet::store::put(client, bucket, &layout.embeddings(), npy, "application/octet-stream").await?;
-        fleet::store::put(client, bucket, &layout.frames(), frames.into_bytes(), "application/json").await?;
-        fleet::store::put(client, bucket, &layout.status(), serde_json::to_vec(&status)?, "application/json").await?;
+        fleet::store::put(
+            client,
+            bucket,
+            &layout.embeddings(),
+            npy,
+            "application/octet-stream",
+        )
+        .await?;
+        fleet::store::put(
+            client,
+            bucket,
+            &layout.frames(),
+            frames.into_bytes(),
+            "application/json",
+        )
+        .await?;
+        fleet::store::put(
+            client,
+            bucket,
+            &layout.status(),
+            serde_json::to_vec(&status)?,
+            "application/json",
+        )
+        .await?;
     }
     Ok(())
 }
 
 async fn bench_offline(heads: &[Head]) -> anyhow::Result<()> {
     let Ok(endpoint) = std::env::var("FF_S3_ENDPOINT") else {
-        println!("\n(offline application skipped: no FF_S3_ENDPOINT; scripts/bench_heads.sh starts a store)");
+        println!(
+            "\n(offline application skipped: no FF_S3_ENDPOINT; scripts/bench_heads.sh starts a store)"
+        );
         return Ok(());
     };
     let client = fleet::store::client(&fleet::store::S3Args {
@@ -124,8 +178,13 @@ async fn bench_offline(heads: &[Head]) -> anyhow::Result<()> {
     let (videos, rows) = (20, 5000);
     let bucket = "ff-bench-heads";
     store(&client, bucket, videos, rows).await?;
-    let output = schema::ObjectRef { bucket: bucket.into(), key: "out/".into() };
-    println!("\n## Offline application: {videos} videos x {rows} embeddings of 1,280 (25.6 MB .npy each), both heads\n");
+    let output = schema::ObjectRef {
+        bucket: bucket.into(),
+        key: "out/".into(),
+    };
+    println!(
+        "\n## Offline application: {videos} videos x {rows} embeddings of 1,280 (25.6 MB .npy each), both heads\n"
+    );
     println!("| pass | seconds | embeddings/s | vs reading |");
     println!("|---|---:|---:|---:|");
     for round in 0..2 {
@@ -138,9 +197,15 @@ async fn bench_offline(heads: &[Head]) -> anyhow::Result<()> {
         let started = Instant::now();
         let report = offline::apply(&client, &output, "", heads).await?;
         let apply = started.elapsed().as_secs_f64();
-        anyhow::ensure!(report.failed.is_empty() && report.rows == (videos * rows) as u64, "{report:?}");
+        anyhow::ensure!(
+            report.failed.is_empty() && report.rows == (videos * rows) as u64,
+            "{report:?}"
+        );
         let total = (videos * rows) as f64;
-        println!("| read the .npy objects (round {round}) | {read:.2} | {:.0} | 1.00 |", total / read);
+        println!(
+            "| read the .npy objects (round {round}) | {read:.2} | {:.0} | 1.00 |",
+            total / read
+        );
         println!(
             "| `worker head apply` (round {round}; heads {:.2} s, waiting for reads {:.2} s) | {apply:.2} | {:.0} | {:.2} |",
             report.heads_s,
@@ -154,6 +219,9 @@ async fn bench_offline(heads: &[Head]) -> anyhow::Result<()> {
 
 fn main() -> anyhow::Result<()> {
     let dirs = bench_training()?;
-    let heads = dirs.iter().map(|d| Head::load(d)).collect::<anyhow::Result<Vec<_>>>()?;
+    let heads = dirs
+        .iter()
+        .map(|d| Head::load(d))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     tokio::runtime::Runtime::new()?.block_on(bench_offline(&heads))
 }

@@ -34,10 +34,39 @@ pub enum Command {
     /// the model's input as BlipImageProcessor does (bicubic, no crop).
     Caption(CaptionArgs),
 
+    /// Embed image files and print one JSON line per image: {"image",
+    /// "embedding", "labels", "heads"}: the embedding, the checkpoint's own
+    /// top-5 classes when it has a classifier, and each --head's answer.
+    /// Images are resized to the model's input (bicubic, no crop), as the
+    /// producer resizes frames.
+    Embed(EmbedArgs),
+
     /// Heads on stored embeddings: train one from a labels file, or run
     /// heads over embeddings already in the bucket.
     #[command(subcommand)]
     Head(HeadCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct EmbedArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+
+    /// The embed task; by default the one config.json's model names.
+    #[arg(long)]
+    pub task: Option<String>,
+
+    /// A head directory to run on the embeddings; repeatable.
+    #[arg(long = "head")]
+    pub heads: Vec<PathBuf>,
+
+    /// Images embedded together in one batch.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch: u32,
+
+    /// Image files (PNG or JPEG).
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -61,7 +61,9 @@ fn infer_in_chunks(
 /// Runs every head over the batch's embeddings.
 fn with_heads(mut outputs: Outputs, heads: &[Head], count: usize) -> candle_core::Result<Outputs> {
     for head in heads {
-        outputs.heads.push(head.outputs(&outputs.embeddings, count)?);
+        outputs
+            .heads
+            .push(head.outputs(&outputs.embeddings, count)?);
     }
     Ok(outputs)
 }

@@ -6,6 +6,7 @@ mod batcher;
 pub mod caption;
 pub mod cli;
 pub mod device;
+pub mod embed;
 mod engine;
 pub mod heads;
 mod intake;

@@ -3,13 +3,14 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use worker::{caption, cli, heads, run};
+use worker::{caption, cli, embed, heads, run};
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     fleet::telemetry::init(cli.log.log_format);
     let outcome = match cli.command {
         Some(cli::Command::Caption(args)) => caption::run(&args),
+        Some(cli::Command::Embed(args)) => embed::run(&args),
         Some(cli::Command::Head(command)) => heads::command::run(command),
         None => match tokio::runtime::Runtime::new() {
             Ok(runtime) => runtime.block_on(run::run(cli.run)),

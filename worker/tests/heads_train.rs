@@ -47,7 +47,11 @@ fn clusters() -> Dataset {
     for v in 0..8 {
         for i in 0..40 {
             let class = (i + v) % 3;
-            x.extend(centres[class].iter().map(|c| c + rng.random_range(-1.0f32..1.0)));
+            x.extend(
+                centres[class]
+                    .iter()
+                    .map(|c| c + rng.random_range(-1.0f32..1.0)),
+            );
             ids.push(class as u32);
             video.push(v);
         }
@@ -71,7 +75,15 @@ fn weights(trained: &train::Trained) -> Vec<(String, Vec<f32>)> {
         .lock()
         .expect("lock")
         .iter()
-        .map(|(k, v)| (k.clone(), v.as_tensor().flatten_all().and_then(|t| t.to_vec1()).expect("f32")))
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                v.as_tensor()
+                    .flatten_all()
+                    .and_then(|t| t.to_vec1())
+                    .expect("f32"),
+            )
+        })
         .collect();
     all.sort_by(|a, b| a.0.cmp(&b.0));
     all
@@ -80,16 +92,33 @@ fn weights(trained: &train::Trained) -> Vec<(String, Vec<f32>)> {
 #[test]
 fn a_class_head_learns_held_out_videos_and_is_deterministic() {
     let data = clusters();
-    let a = train::train(&data, &options(Loss::CrossEntropy), "objects", encoder(), |_| {}).expect("trains");
+    let a = train::train(
+        &data,
+        &options(Loss::CrossEntropy),
+        "objects",
+        encoder(),
+        |_| {},
+    )
+    .expect("trains");
     let accuracy = a.spec.validation.accuracy.expect("accuracy");
-    assert!(accuracy > 0.9, "validation accuracy {accuracy} (chance is 0.33)");
+    assert!(
+        accuracy > 0.9,
+        "validation accuracy {accuracy} (chance is 0.33)"
+    );
     assert_eq!(a.spec.training.validation_videos, 2);
     assert_eq!(a.spec.training.train_videos, 6);
     let confusion = a.spec.validation.confusion.clone().expect("confusion");
     let counted: u64 = confusion.iter().flatten().sum();
     assert_eq!(counted as usize, a.spec.training.validation_rows);
 
-    let b = train::train(&data, &options(Loss::CrossEntropy), "objects", encoder(), |_| {}).expect("trains");
+    let b = train::train(
+        &data,
+        &options(Loss::CrossEntropy),
+        "objects",
+        encoder(),
+        |_| {},
+    )
+    .expect("trains");
     assert_eq!(weights(&a), weights(&b), "same seed, same head");
     assert_eq!(a.spec.training.best_epoch, b.spec.training.best_epoch);
     let mut other = options(Loss::CrossEntropy);
@@ -108,7 +137,8 @@ fn a_saved_head_loads_and_answers_as_trained() {
     trained.save(&dir).expect("saves");
     let head = Head::load(&dir).expect("loads");
     std::fs::remove_dir_all(&dir).ok();
-    head.check_encoder("embed.effnet-lite0", DIM).expect("fits its encoder");
+    head.check_encoder("embed.effnet-lite0", DIM)
+        .expect("fits its encoder");
     assert!(head.check_encoder("embed.dinov2-small", DIM).is_err());
     assert!(head.check_encoder("embed.effnet-lite0", DIM + 1).is_err());
 
@@ -118,10 +148,22 @@ fn a_saved_head_loads_and_answers_as_trained() {
     let HeadValues::Classes(labels) = head.apply(&data.x, data.rows()).expect("applies") else {
         panic!("a class head answers with classes");
     };
-    let right = labels.iter().zip(ids).filter(|(l, id)| l.class == **id).count();
-    assert!(right as f64 / ids.len() as f64 > 0.9, "{right} of {} right", ids.len());
+    let right = labels
+        .iter()
+        .zip(ids)
+        .filter(|(l, id)| l.class == **id)
+        .count();
+    assert!(
+        right as f64 / ids.len() as f64 > 0.9,
+        "{right} of {} right",
+        ids.len()
+    );
     for l in &labels {
-        assert!(l.score > 1.0 / 3.0 && l.score <= 1.0, "top-1 probability {}", l.score);
+        assert!(
+            l.score > 1.0 / 3.0 && l.score <= 1.0,
+            "top-1 probability {}",
+            l.score
+        );
         assert_eq!(l.name, ["car", "person", "tree"][l.class as usize]);
     }
 }
@@ -157,7 +199,17 @@ fn a_number_head_recovers_a_linear_target_in_its_unit() {
     // The target's spread is about 2.1 people; a head that learned nothing
     // is off by about 1.7 on average.
     assert!(mae < 0.2, "validation MAE {mae} people");
-    let huber = train::train(&data, &options(Loss::Huber), "people", encoder(), |_| {}).expect("trains");
+    let huber =
+        train::train(&data, &options(Loss::Huber), "people", encoder(), |_| {}).expect("trains");
     assert!(huber.spec.validation.mae.expect("mae") < 0.3);
-    assert!(train::train(&data, &options(Loss::CrossEntropy), "people", encoder(), |_| {}).is_err());
+    assert!(
+        train::train(
+            &data,
+            &options(Loss::CrossEntropy),
+            "people",
+            encoder(),
+            |_| {}
+        )
+        .is_err()
+    );
 }

@@ -224,11 +224,17 @@ async fn stream_parts<'c>(
             "part {seq} disagrees with part 0 on carrying captions"
         );
         ensure!(
-            sinks.heads.iter().map(|(n, _)| n.as_str()).eq(part.heads.iter().map(|h| h.name.as_str())),
+            sinks
+                .heads
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .eq(part.heads.iter().map(|h| h.name.as_str())),
             "part {seq} carries other heads than part 0"
         );
         for ((_, writer), head) in sinks.heads.iter_mut().zip(&part.heads) {
-            writer.write(&head_lines(&part.frames, &head.values)?).await?;
+            writer
+                .write(&head_lines(&part.frames, &head.values)?)
+                .await?;
         }
         if let Some(sink) = &mut sinks.embedding {
             let mut row_bytes = Vec::with_capacity(part.embeddings.len() * 4);

@@ -73,7 +73,13 @@ fn print_summary(spec: &super::spec::HeadSpec, seconds: f64) {
     let t = &spec.training;
     println!(
         "head {}: {} epochs (best {}) in {seconds:.1} s on {} rows from {} videos; validation on {} rows from {} videos",
-        spec.name, t.epochs, t.best_epoch, t.train_rows, t.train_videos, t.validation_rows, t.validation_videos
+        spec.name,
+        t.epochs,
+        t.best_epoch,
+        t.train_rows,
+        t.train_videos,
+        t.validation_rows,
+        t.validation_videos
     );
     let v = &spec.validation;
     match &spec.target {
@@ -125,6 +131,10 @@ async fn apply(args: ApplyArgs) -> anyhow::Result<()> {
     for (video, reason) in &report.failed {
         println!("failed: {video}: {reason}");
     }
-    anyhow::ensure!(report.failed.is_empty(), "{} videos failed", report.failed.len());
+    anyhow::ensure!(
+        report.failed.is_empty(),
+        "{} videos failed",
+        report.failed.len()
+    );
     Ok(())
 }

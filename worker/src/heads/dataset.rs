@@ -43,8 +43,11 @@ pub async fn gather(
     let mut answers: Vec<&Answer> = Vec::new();
     let mut video_of_row = Vec::new();
     let mut matched = vec![0usize; labels.len()];
-    let line_index: BTreeMap<usize, usize> =
-        labels.iter().enumerate().map(|(i, l)| (l.line, i)).collect();
+    let line_index: BTreeMap<usize, usize> = labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.line, i))
+        .collect();
     let (mut values, mut frames) = (Vec::new(), Vec::new());
     for (v, (video, video_labels)) in by_video.iter().enumerate() {
         let mut stored = Stored::open(client, output, video).await?;
@@ -66,7 +69,9 @@ pub async fn gather(
         }
         while stored.next_block(BLOCK, &mut values, &mut frames).await? > 0 {
             for (i, frame) in frames.iter().enumerate() {
-                let mut covering = video_labels.iter().filter(|l| l.span.covers(frame.index, frame.pts_s));
+                let mut covering = video_labels
+                    .iter()
+                    .filter(|l| l.span.covers(frame.index, frame.pts_s));
                 let Some(first) = covering.next() else {
                     continue;
                 };
@@ -78,7 +83,10 @@ pub async fn gather(
                         other.line
                     );
                 }
-                for l in video_labels.iter().filter(|l| l.span.covers(frame.index, frame.pts_s)) {
+                for l in video_labels
+                    .iter()
+                    .filter(|l| l.span.covers(frame.index, frame.pts_s))
+                {
                     matched[line_index[&l.line]] += 1;
                 }
                 x.extend_from_slice(&values[i * stored.dim..(i + 1) * stored.dim]);
@@ -116,7 +124,10 @@ pub async fn gather(
         })
         .collect();
     let targets = if ids.len() == answers.len() {
-        Targets::Classes { ids, names: classes }
+        Targets::Classes {
+            ids,
+            names: classes,
+        }
     } else if numbers.len() == answers.len() {
         Targets::Numbers {
             values: numbers,

@@ -66,7 +66,9 @@ impl Row {
     fn into_labelled(self, line: usize) -> anyhow::Result<Labelled> {
         let span = match (self.frame, self.start_s, self.end_s) {
             (Some(f), None, None) => Span::Frame(f),
-            (None, Some(s), Some(e)) if s.is_finite() && e.is_finite() && s < e => Span::Range(s, e),
+            (None, Some(s), Some(e)) if s.is_finite() && e.is_finite() && s < e => {
+                Span::Range(s, e)
+            }
             (None, Some(s), Some(e)) => bail!("the range {s}..{e} s is empty or not finite"),
             _ => bail!("give either frame, or start_s and end_s"),
         };
@@ -99,21 +101,32 @@ pub fn read(path: &Path) -> anyhow::Result<Vec<Labelled>> {
             if line.trim().is_empty() {
                 continue;
             }
-            let row: Row = serde_json::from_str(line)
-                .with_context(|| format!("{name} line {}", i + 1))?;
-            labelled.push(row.into_labelled(i + 1).with_context(|| format!("{name} line {}", i + 1))?);
+            let row: Row =
+                serde_json::from_str(line).with_context(|| format!("{name} line {}", i + 1))?;
+            labelled.push(
+                row.into_labelled(i + 1)
+                    .with_context(|| format!("{name} line {}", i + 1))?,
+            );
         }
     } else {
-        let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(text.as_bytes());
+        let mut reader = csv::ReaderBuilder::new()
+            .trim(csv::Trim::All)
+            .from_reader(text.as_bytes());
         for (i, row) in reader.deserialize::<Row>().enumerate() {
             // Line 1 is the header.
             let line = i + 2;
             let row = row.with_context(|| format!("{name} line {line}"))?;
-            labelled.push(row.into_labelled(line).with_context(|| format!("{name} line {line}"))?);
+            labelled.push(
+                row.into_labelled(line)
+                    .with_context(|| format!("{name} line {line}"))?,
+            );
         }
     }
     ensure!(!labelled.is_empty(), "{name} holds no labels");
-    let classes = labelled.iter().filter(|l| matches!(l.answer, Answer::Class(_))).count();
+    let classes = labelled
+        .iter()
+        .filter(|l| matches!(l.answer, Answer::Class(_)))
+        .count();
     ensure!(
         classes == 0 || classes == labelled.len(),
         "{name} mixes class labels and numeric values; a head learns one or the other"

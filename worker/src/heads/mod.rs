@@ -53,8 +53,21 @@ impl Head {
             path.display()
         );
         let weights = dir.join(WEIGHTS);
-        let mlp = Mlp::load(&weights, dim, spec.hidden, spec.outputs(), &spec.input, &Device::Cpu)
-            .with_context(|| format!("weights in {} do not fit {}", weights.display(), path.display()))?;
+        let mlp = Mlp::load(
+            &weights,
+            dim,
+            spec.hidden,
+            spec.outputs(),
+            &spec.input,
+            &Device::Cpu,
+        )
+        .with_context(|| {
+            format!(
+                "weights in {} do not fit {}",
+                weights.display(),
+                path.display()
+            )
+        })?;
         Ok(Self { spec, mlp })
     }
 
@@ -130,11 +143,15 @@ pub fn parse_name(name: &str) -> Result<String, String> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && !name.starts_with('.')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
     if ok {
         Ok(name.to_owned())
     } else {
-        Err(format!("{name:?}: use 1-64 letters, digits, '-', '_' or '.', not starting with '.'"))
+        Err(format!(
+            "{name:?}: use 1-64 letters, digits, '-', '_' or '.', not starting with '.'"
+        ))
     }
 }
 

@@ -80,7 +80,12 @@ async fn apply_one(
     let mut writers: Vec<_> = heads
         .iter()
         .map(|h| {
-            store::ObjectWriter::new(client, &output.bucket, &layout.head(h.name()), "application/jsonl")
+            store::ObjectWriter::new(
+                client,
+                &output.bucket,
+                &layout.head(h.name()),
+                "application/jsonl",
+            )
         })
         .collect();
     // The next block is read while the heads run on this one: application

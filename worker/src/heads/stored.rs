@@ -6,7 +6,12 @@ use std::pin::Pin;
 
 use anyhow::{Context, ensure};
 use aws_sdk_s3::Client;
-use fleet::{layout::Layout, npy, status::{State, Status}, store};
+use fleet::{
+    layout::Layout,
+    npy,
+    status::{State, Status},
+    store,
+};
 use schema::{Frame, ObjectRef};
 use serde::Deserialize;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, Lines};
@@ -40,7 +45,12 @@ impl Stored {
         let bucket = &output.bucket;
         let status = store::get(client, bucket, &layout.status())
             .await?
-            .with_context(|| format!("{video} has no status under s3://{bucket}/{}: not processed yet", output.key))?;
+            .with_context(|| {
+                format!(
+                    "{video} has no status under s3://{bucket}/{}: not processed yet",
+                    output.key
+                )
+            })?;
         let status: Status = serde_json::from_slice(&status)
             .with_context(|| format!("status of {video} is unreadable"))?;
         ensure!(

@@ -83,7 +83,10 @@ impl Trained {
     pub fn save(&self, dir: &std::path::Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         self.varmap.save(dir.join(super::WEIGHTS))?;
-        std::fs::write(dir.join(super::SPEC), serde_json::to_vec_pretty(&self.spec)?)?;
+        std::fs::write(
+            dir.join(super::SPEC),
+            serde_json::to_vec_pretty(&self.spec)?,
+        )?;
         Ok(())
     }
 }
@@ -96,8 +99,13 @@ fn value_name(value: impl clap::ValueEnum) -> String {
 }
 
 /// Splits row indices into (train, validation).
-fn split(data: &Dataset, opts: &Options, rng: &mut ChaCha8Rng) -> anyhow::Result<(Vec<usize>, Vec<usize>)> {
-    let held_out = |n: usize| ((n as f64 * opts.validation_fraction).round() as usize).clamp(1, n - 1);
+fn split(
+    data: &Dataset,
+    opts: &Options,
+    rng: &mut ChaCha8Rng,
+) -> anyhow::Result<(Vec<usize>, Vec<usize>)> {
+    let held_out =
+        |n: usize| ((n as f64 * opts.validation_fraction).round() as usize).clamp(1, n - 1);
     match opts.split {
         Split::Video => {
             ensure!(
@@ -136,7 +144,11 @@ fn normalisation(data: &Dataset, rows: &[usize]) -> Normalisation {
     }
     mean.iter_mut().for_each(|m| *m /= n);
     for &r in rows {
-        for ((s, m), &v) in var.iter_mut().zip(&mean).zip(&data.x[r * dim..(r + 1) * dim]) {
+        for ((s, m), &v) in var
+            .iter_mut()
+            .zip(&mean)
+            .zip(&data.x[r * dim..(r + 1) * dim])
+        {
             *s += (f64::from(v) - m).powi(2);
         }
     }
@@ -169,7 +181,9 @@ fn tensors(
             Tensor::from_vec(rows.iter().map(|&r| ids[r]).collect(), rows.len(), device)?
         }
         Targets::Numbers { values, .. } => Tensor::from_vec(
-            rows.iter().map(|&r| (values[r] - scale.0) / scale.1).collect(),
+            rows.iter()
+                .map(|&r| (values[r] - scale.0) / scale.1)
+                .collect(),
             (rows.len(), 1),
             device,
         )?,
@@ -202,12 +216,22 @@ pub fn train(
     let device = Device::Cpu;
     let classes = match &data.targets {
         Targets::Classes { names, .. } => {
-            ensure!(names.len() >= 2, "a class head needs at least 2 classes, the labels name {}", names.len());
-            ensure!(opts.loss == Loss::CrossEntropy, "class labels train with --loss cross-entropy");
+            ensure!(
+                names.len() >= 2,
+                "a class head needs at least 2 classes, the labels name {}",
+                names.len()
+            );
+            ensure!(
+                opts.loss == Loss::CrossEntropy,
+                "class labels train with --loss cross-entropy"
+            );
             Some(names.clone())
         }
         Targets::Numbers { .. } => {
-            ensure!(opts.loss != Loss::CrossEntropy, "numeric labels train with --loss mse or huber");
+            ensure!(
+                opts.loss != Loss::CrossEntropy,
+                "numeric labels train with --loss mse or huber"
+            );
             None
         }
     };
@@ -217,8 +241,16 @@ pub fn train(
     let scale = match &data.targets {
         Targets::Numbers { values, .. } => {
             let n = train_rows.len() as f64;
-            let mean = train_rows.iter().map(|&r| f64::from(values[r])).sum::<f64>() / n;
-            let var = train_rows.iter().map(|&r| (f64::from(values[r]) - mean).powi(2)).sum::<f64>() / n;
+            let mean = train_rows
+                .iter()
+                .map(|&r| f64::from(values[r]))
+                .sum::<f64>()
+                / n;
+            let var = train_rows
+                .iter()
+                .map(|&r| (f64::from(values[r]) - mean).powi(2))
+                .sum::<f64>()
+                / n;
             (mean as f32, (var.sqrt() as f32).max(1e-6))
         }
         Targets::Classes { .. } => (0.0, 1.0),
@@ -227,7 +259,13 @@ pub fn train(
 
     let varmap = VarMap::new();
     Mlp::init(&varmap, data.dim, opts.hidden, outputs, opts.seed, &device)?;
-    let mlp = Mlp::new(&VarBuilder::from_varmap(&varmap, DType::F32, &device), data.dim, opts.hidden, outputs, &input)?;
+    let mlp = Mlp::new(
+        &VarBuilder::from_varmap(&varmap, DType::F32, &device),
+        data.dim,
+        opts.hidden,
+        outputs,
+        &input,
+    )?;
     let mut optimiser = AdamW::new(
         varmap.all_vars(),
         ParamsAdamW {
@@ -251,10 +289,15 @@ pub fn train(
             optimiser.backward_step(&l)?;
             total += f64::from(l.to_scalar::<f32>()?) * batch.len() as f64;
         }
-        let validation_loss = f64::from(loss(opts.loss, &mlp.forward(&val_x)?, &val_y)?.to_scalar::<f32>()?);
+        let validation_loss =
+            f64::from(loss(opts.loss, &mlp.forward(&val_x)?, &val_y)?.to_scalar::<f32>()?);
         let improved = best.as_ref().is_none_or(|(b, _, _)| validation_loss < *b);
         if improved {
-            let weights = varmap.all_vars().iter().map(|v| v.as_tensor().copy()).collect::<candle_core::Result<_>>()?;
+            let weights = varmap
+                .all_vars()
+                .iter()
+                .map(|v| v.as_tensor().copy())
+                .collect::<candle_core::Result<_>>()?;
             best = Some((validation_loss, epoch, weights));
         }
         progress(&Epoch {
@@ -263,7 +306,10 @@ pub fn train(
             validation_loss,
             best: improved,
         });
-        if best.as_ref().is_some_and(|(_, at, _)| epoch - at >= opts.patience) {
+        if best
+            .as_ref()
+            .is_some_and(|(_, at, _)| epoch - at >= opts.patience)
+        {
             break;
         }
     }
@@ -311,7 +357,9 @@ pub fn train(
         seen.len()
     };
     let target = match &data.targets {
-        Targets::Classes { names, .. } => Target::Classes { classes: names.clone() },
+        Targets::Classes { names, .. } => Target::Classes {
+            classes: names.clone(),
+        },
         Targets::Numbers { unit, .. } => Target::Number {
             unit: unit.clone(),
             mean: scale.0,

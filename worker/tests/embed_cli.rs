@@ -1,0 +1,131 @@
+//! `worker embed` on real photos with the real EfficientNet-Lite0 weights
+//! (`FF_TEST_MODEL_DIR`, set by scripts/test.sh): one line per image, the
+//! task found from config.json, batched equal to one at a time, and heads
+//! answering beside the embedding.
+
+use std::process::Command;
+
+use serde_json::Value;
+use worker::heads::{
+    spec::Encoder,
+    train::{self, Dataset, Loss, Options, Split, Targets},
+};
+
+const DATA: &str = "/usr/share/doc/opencv-doc/examples/data";
+const PHOTOS: [&str; 3] = ["orange.jpg", "baboon.jpg", "squirrel_cls.jpg"];
+
+fn model_dir() -> String {
+    std::env::var("FF_TEST_MODEL_DIR").expect("FF_TEST_MODEL_DIR: run through scripts/test.sh")
+}
+
+fn embed(extra: &[&str]) -> Vec<Value> {
+    let photos: Vec<String> = PHOTOS.iter().map(|p| format!("{DATA}/{p}")).collect();
+    let out = Command::new(env!("CARGO_BIN_EXE_worker"))
+        .args(["embed", "--model-dir", &model_dir()])
+        .args(extra)
+        .args(&photos)
+        .output()
+        .expect("worker runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
+fn embedding(line: &Value) -> Vec<f64> {
+    line["embedding"]
+        .as_array()
+        .expect("an embedding")
+        .iter()
+        .map(|v| v.as_f64().expect("a number"))
+        .collect()
+}
+
+#[test]
+fn embeds_files_batched_as_one_at_a_time() {
+    let batched = embed(&["--batch", "3"]);
+    let single = embed(&["--batch", "1"]);
+    assert_eq!(batched.len(), 3);
+    for (b, s) in batched.iter().zip(&single) {
+        assert_eq!(b["image"], s["image"]);
+        let (b, s) = (embedding(b), embedding(s));
+        assert_eq!(b.len(), 1280);
+        let worst = b
+            .iter()
+            .zip(&s)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f64::max);
+        assert!(worst < 1e-4, "batched differs from single by {worst}");
+    }
+    // The checkpoint's own classifier rides along: a real orange is an orange.
+    assert_eq!(
+        batched[0]["labels"][0]["name"], "orange",
+        "{}",
+        batched[0]["labels"]
+    );
+}
+
+#[test]
+fn heads_answer_beside_the_embedding_and_foreign_ones_are_refused() {
+    // A head on real embeddings of the three photos: each its own class.
+    let lines = embed(&[]);
+    let mut x = Vec::new();
+    for line in &lines {
+        x.extend(embedding(line).into_iter().map(|v| v as f32));
+    }
+    let rows = lines.len();
+    let data = Dataset {
+        x: x.repeat(4),
+        dim: 1280,
+        targets: Targets::Classes {
+            ids: (0..4 * rows).map(|r| (r % rows) as u32).collect(),
+            names: vec!["orange".into(), "baboon".into(), "squirrel".into()],
+        },
+        video: (0..4 * rows).map(|r| r / rows).collect(),
+        videos: 4,
+    };
+    let opts = Options {
+        hidden: 0,
+        loss: Loss::CrossEntropy,
+        learning_rate: 1e-2,
+        weight_decay: 0.0,
+        batch: 8,
+        max_epochs: 50,
+        patience: 50,
+        validation_fraction: 0.25,
+        split: Split::Video,
+        seed: 1,
+    };
+    let encoder = Encoder {
+        task: "embed.effnet-lite0".into(),
+        model: None,
+        dim: 1280,
+    };
+    let trained = train::train(&data, &opts, "photo", encoder, |_| {}).expect("trains");
+    let dir = std::env::temp_dir().join(format!("ff-embed-head-{}", std::process::id()));
+    trained.save(&dir).expect("saves");
+    let answered = embed(&["--head", &dir.to_string_lossy()]);
+    for (line, name) in answered.iter().zip(["orange", "baboon", "squirrel"]) {
+        assert_eq!(line["heads"]["photo"]["label"], name, "{line}");
+    }
+
+    let out = Command::new(env!("CARGO_BIN_EXE_worker"))
+        .args([
+            "embed",
+            "--model-dir",
+            &model_dir(),
+            "--task",
+            "caption.blip-base",
+        ])
+        .arg(format!("{DATA}/orange.jpg"))
+        .output()
+        .expect("worker runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("runs embed tasks"));
+    std::fs::remove_dir_all(&dir).ok();
+}
