@@ -23,6 +23,18 @@ const TASKS: &[TaskSpec] = &[
         width: 384,
         height: 384,
     },
+    // No model (the worker's null backend): zero embeddings at once, to
+    // measure the pipeline without compute. Benchmarks and tests only.
+    TaskSpec {
+        name: "embed.null",
+        width: 224,
+        height: 224,
+    },
+    TaskSpec {
+        name: "embed.null-384",
+        width: 384,
+        height: 384,
+    },
 ];
 
 /// The spec of a task the fleet knows, by routing key.

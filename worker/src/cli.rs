@@ -165,10 +165,11 @@ pub struct ApplyArgs {
 
 /// Where a model's files come from, and what runs it.
 #[derive(Debug, Args)]
-#[command(group(ArgGroup::new("model").required(true).args(["model_dir", "hub_repo"])))]
+#[command(group(ArgGroup::new("model").args(["model_dir", "hub_repo"])))]
 pub struct ModelArgs {
     /// Directory with the model's files: config.json and model.safetensors,
     /// plus labels.txt (embed tasks) or tokenizer.json (caption tasks).
+    /// This or --hub-repo is needed by every task but `embed.null*`.
     #[arg(long, env = "FF_MODEL_DIR")]
     pub model_dir: Option<PathBuf>,
 

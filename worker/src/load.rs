@@ -54,6 +54,12 @@ pub fn model_for_task(
 ) -> anyhow::Result<(Box<dyn Model>, PathBuf)> {
     let backend =
         Backend::for_task(task).with_context(|| format!("task {task} has no model backend"))?;
+    if let Backend::Null { side } = backend {
+        return Ok((
+            Box::new(models::Null::new(side)),
+            PathBuf::from("(no model)"),
+        ));
+    }
     let at = locate(args, backend)?;
     let opts = LoadOptions {
         name: at.name,

@@ -8,6 +8,7 @@ mod effnet_encoder;
 pub mod effnet_lite;
 pub mod files;
 mod linear;
+mod null;
 
 use std::path::Path;
 
@@ -16,6 +17,7 @@ use candle_core::Device;
 pub use classifier::Classifier;
 pub use effnet_encoder::EffnetEncoder;
 use files::ModelError;
+pub use null::Null;
 
 /// A batch of same-sized RGB24 images, packed one after another.
 #[derive(Clone, Copy)]
@@ -65,6 +67,10 @@ pub trait Model: Send {
 pub enum Backend {
     EffnetLite,
     Blip,
+    /// No model, no files: `embed.null*`, at the task's input side.
+    Null {
+        side: usize,
+    },
 }
 
 impl Backend {
@@ -72,6 +78,11 @@ impl Backend {
         match task.split_once('.') {
             Some(("embed", m)) if m.starts_with("effnet-lite") => Some(Self::EffnetLite),
             Some(("caption", m)) if m.starts_with("blip") => Some(Self::Blip),
+            Some(("embed", m)) if m.starts_with("null") => {
+                schema::known_task(task).map(|t| Self::Null {
+                    side: t.width as usize,
+                })
+            }
             _ => None,
         }
     }
@@ -81,6 +92,7 @@ impl Backend {
         match self {
             Self::EffnetLite => EffnetEncoder::FILES,
             Self::Blip => blip::FILES,
+            Self::Null { .. } => &[],
         }
     }
 }
@@ -103,6 +115,7 @@ pub fn load(
 ) -> Result<Box<dyn Model>, ModelError> {
     Ok(match backend {
         Backend::EffnetLite => Box::new(EffnetEncoder::load(dir, device)?),
+        Backend::Null { side } => Box::new(Null::new(side)),
         Backend::Blip => Box::new(blip::Captioner::load(
             &opts.name,
             dir,
