@@ -136,6 +136,19 @@ fn a_saved_head_loads_and_answers_as_trained() {
     let dir = std::env::temp_dir().join(format!("ff-head-{}", std::process::id()));
     trained.save(&dir).expect("saves");
     let head = Head::load(&dir).expect("loads");
+    // A hand-edited description that would make every answer NaN is refused.
+    let mut broken = trained.spec.clone();
+    broken.input.std[3] = 0.0;
+    std::fs::write(
+        dir.join("head.json"),
+        serde_json::to_vec(&broken).expect("json"),
+    )
+    .expect("write");
+    let refused = Head::load(&dir)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(refused.contains("positive std"), "{refused}");
     std::fs::remove_dir_all(&dir).ok();
     head.check_encoder("embed.effnet-lite0", DIM)
         .expect("fits its encoder");

@@ -52,6 +52,19 @@ impl Head {
             "{}: input normalisation does not match the encoder's {dim} dimensions",
             path.display()
         );
+        ensure!(
+            spec.input.mean.iter().all(|m| m.is_finite())
+                && spec.input.std.iter().all(|s| s.is_finite() && *s > 0.0),
+            "{}: input normalisation must be finite, with positive std",
+            path.display()
+        );
+        if let Target::Number { mean, std, .. } = &spec.target {
+            ensure!(
+                mean.is_finite() && std.is_finite() && *std > 0.0,
+                "{}: the target's mean and std must be finite, std positive",
+                path.display()
+            );
+        }
         let weights = dir.join(WEIGHTS);
         let mlp = Mlp::load(
             &weights,
