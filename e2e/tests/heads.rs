@@ -141,6 +141,63 @@ async fn a_head_trained_on_stored_embeddings_answers_offline_and_in_the_fleet() 
         std::fs::read(again.join("head.safetensors"))?
     );
 
+    // Labels that contradict each other are refused by line; one that
+    // matches no sampled frame is only counted.
+    let conflicting = fleet.work.join("conflicting.csv");
+    std::fs::write(
+        &conflicting,
+        format!("{labels}in/baboon-0.mp4,0.5,1.0,fruits\n"),
+    )?;
+    let refused = fleet.output(
+        "worker",
+        &[
+            "head",
+            "train",
+            "--embeddings",
+            &outputs,
+            "--labels",
+            &conflicting.to_string_lossy(),
+            "--name",
+            "photo",
+            "--out",
+            &fleet.work.join("head-conflict").to_string_lossy(),
+        ],
+        &[],
+    )?;
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("labelled twice, differently (lines 2 and 14)"),
+        "{stderr}"
+    );
+    let unmatched = fleet.work.join("unmatched.csv");
+    std::fs::write(
+        &unmatched,
+        format!("{labels}in/fruits-1.mp4,9.0,9.5,fruits\n"),
+    )?;
+    let trained = fleet.output(
+        "worker",
+        &[
+            "head",
+            "train",
+            "--embeddings",
+            &outputs,
+            "--labels",
+            &unmatched.to_string_lossy(),
+            "--name",
+            "photo",
+            "--out",
+            &fleet.work.join("head-unmatched").to_string_lossy(),
+        ],
+        &[],
+    )?;
+    let stderr = String::from_utf8_lossy(&trained.stderr);
+    assert!(trained.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("labels that match no sampled frame"),
+        "{stderr}"
+    );
+
     // Apply offline: no pixels, every stored video answered.
     let report = fleet.run(
         "worker",
