@@ -25,6 +25,25 @@ async fn the_fleet_rides_out_store_restarts() -> anyhow::Result<()> {
     let model = env("FF_TEST_MODEL_DIR")?;
     fleet.spawn("producer", "producer", &["run", "--job-frames", "1"])?;
     fleet.spawn("collector", "producer", &["collect"])?;
+    let bucket = fleet.bucket.clone();
+    fleet.run(
+        "producer",
+        &["submit", &format!("s3://{bucket}/in/"), "--task", TASK],
+    )?;
+
+    // The worker starts only once the frames queue is full: on a slow
+    // machine a running worker outpaces decoding, the queue never fills and
+    // the producer is never held mid-read (CI saw exactly that).
+    let frames_queue = format!("frames.{TASK}");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while fleet.ready(&frames_queue).unwrap_or(0) < 250 {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the frames queue never filled:\n{}",
+            fleet.log("producer")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     fleet.spawn(
         "worker",
         "worker",
@@ -39,24 +58,21 @@ async fn the_fleet_rides_out_store_restarts() -> anyhow::Result<()> {
             "8",
         ],
     )?;
-    let bucket = fleet.bucket.clone();
-    fleet.run(
-        "producer",
-        &["submit", &format!("s3://{bucket}/in/"), "--task", TASK],
-    )?;
-
-    let frames_queue = format!("frames.{TASK}");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while fleet.ready(&frames_queue).unwrap_or(0) < 250
-        || fleet.keys("outputs/.framefleet/parts/").await?.is_empty()
-    {
+    while fleet.keys("outputs/.framefleet/parts/").await?.is_empty() {
         anyhow::ensure!(
             Instant::now() < deadline,
-            "never mid-read with parts written:\n{}",
-            fleet.log("producer")
+            "the worker wrote no part:\n{}",
+            fleet.log("worker")
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // More than 500 frames are still to decode at a worker's pace, so the
+    // read is mid-file; checked, so that the test cannot pass vacuously.
+    anyhow::ensure!(
+        fleet.log_lines("producer", &["video published"]) == 0,
+        "the producer finished before the outage:\n{}",
+        fleet.log("producer")
+    );
     store.kill()?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     store.restart()?;
