@@ -11,7 +11,7 @@ use ffmpeg::{
     util::frame::Video as VideoFrame,
 };
 use ffmpeg_next as ffmpeg;
-use schema::{Coverage, Frame, Sampling};
+use schema::{Coverage, Fit, Frame, Sampling};
 use thiserror::Error;
 
 use crate::{
@@ -98,9 +98,12 @@ impl DecodeError {
 pub struct Settings {
     pub width: u32,
     pub height: u32,
+    pub fit: Fit,
     pub sampling: Sampling,
     pub job_frames: usize,
     pub job_bytes: usize,
+    /// Decoder threads; 0 is libavcodec's choice from the core count.
+    pub threads: usize,
     /// A CA libav must trust for an `https://` store beyond the system's.
     pub ca_file: Option<std::path::PathBuf>,
 }
@@ -127,24 +130,29 @@ struct Converter {
     /// The model's input size, upright.
     width: u32,
     height: u32,
+    fit: Fit,
     rotation: Rotation,
 }
 
 impl Converter {
-    fn new(width: u32, height: u32, rotation: Rotation) -> Self {
+    fn new(width: u32, height: u32, fit: Fit, rotation: Rotation) -> Self {
         Self {
             scaler: None,
             out: VideoFrame::empty(),
             packed: vec![0; (width * height * 3) as usize],
             width,
             height,
+            fit,
             rotation,
         }
     }
 
-    /// Resize + colour conversion in one pass, then the display rotation
-    /// on the small picture (scaling to the turned size first is the same
-    /// picture, at a fraction of the pixels); returns packed RGB24 rows.
+    /// Resize + colour conversion in one pass (to the fit's scaled size:
+    /// the input size for a stretch, shorter side to `short` for a centre
+    /// crop), then the centre cut out and the display rotation applied on
+    /// the small picture while packing (scaling to the turned size first
+    /// is the same picture, at a fraction of the pixels); returns packed
+    /// RGB24 rows.
     fn convert(&mut self, frame: &VideoFrame) -> Result<&[u8], DecodeError> {
         let input = (frame.format(), frame.width(), frame.height());
         let error = |source| DecodeError::Scale {
@@ -153,11 +161,13 @@ impl Converter {
             height: input.2,
             source,
         };
-        let (scaled_w, scaled_h) = if self.rotation.swaps_sides() {
+        // The stored picture's orientation: the model's sides, turned.
+        let (crop_w, crop_h) = if self.rotation.swaps_sides() {
             (self.height, self.width)
         } else {
             (self.width, self.height)
         };
+        let (scaled_w, scaled_h) = self.fit.scaled_size(input.1, input.2, crop_w, crop_h);
         let scaler = match &mut self.scaler {
             Some((scaler, built_for)) if *built_for == input => scaler,
             slot => {
@@ -175,15 +185,37 @@ impl Converter {
             }
         };
         scaler.run(frame, &mut self.out).map_err(error)?;
+        let stride = self.out.stride(0);
+        let (x, y) = ((scaled_w - crop_w) / 2, (scaled_h - crop_h) / 2);
         self.rotation.apply(
-            self.out.data(0),
-            self.out.stride(0),
+            &self.out.data(0)[y as usize * stride + x as usize * 3..],
+            stride,
             self.width as usize,
             self.height as usize,
             &mut self.packed,
         );
         Ok(&self.packed)
     }
+}
+
+/// The stream's decoder with `threads` threads (0: libavcodec's choice).
+/// Only the count is set, as the `threads` option: `thread_type` keeps
+/// libavcodec's default of frame and slice threading, whichever the codec
+/// supports.
+fn open_decoder(
+    stream: &ffmpeg::format::stream::Stream,
+    threads: usize,
+) -> Result<ffmpeg::decoder::Video, ffmpeg::Error> {
+    let context = ffmpeg::codec::context::Context::from_parameters(stream.parameters())?;
+    let codec = ffmpeg::codec::decoder::find(context.id()).ok_or(ffmpeg::Error::DecoderNotFound)?;
+    let mut options = ffmpeg::Dictionary::new();
+    let count = if threads == 0 {
+        "auto".to_owned()
+    } else {
+        threads.to_string()
+    };
+    options.set("threads", &count);
+    context.decoder().open_as_with(codec, options)?.video()
 }
 
 /// Decodes `url`, handing each full batch to `emit`. `emit` returning false
@@ -204,9 +236,7 @@ pub fn decode(
     let stream_index = stream.index();
     let declared_s = declared_duration(&input, &stream);
     let mut timeline = timeline(&stream);
-    let mut decoder = ffmpeg::codec::context::Context::from_parameters(stream.parameters())
-        .and_then(|c| c.decoder().video())
-        .map_err(DecodeError::Codec)?;
+    let mut decoder = open_decoder(&stream, settings.threads).map_err(DecodeError::Codec)?;
 
     let frame_bytes = (settings.width * settings.height * 3) as usize;
     let mut batcher = Prebatcher::new(settings.job_frames, settings.job_bytes, frame_bytes);
@@ -217,7 +247,7 @@ pub fn decode(
         .map_or(Rotation::Upright, |d| {
             Rotation::from_display_matrix(d.data())
         });
-    let mut converter = Converter::new(settings.width, settings.height, rotation);
+    let mut converter = Converter::new(settings.width, settings.height, settings.fit, rotation);
     let mut counts = Counts::default();
     let mut frame = VideoFrame::empty();
 

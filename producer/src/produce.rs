@@ -31,6 +31,12 @@ pub struct ProduceArgs {
     /// Frame jobs published but not yet confirmed, per video.
     #[arg(long, env = "FF_MAX_IN_FLIGHT", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_in_flight: u32,
+
+    /// Decoder threads per video (frame and slice threading, as the codec
+    /// allows); 0 lets libavcodec pick from the core count, as the ffmpeg
+    /// CLI does. 1 leaves the other cores to a worker on the same machine.
+    #[arg(long, env = "FF_DECODE_THREADS", default_value_t = 0)]
+    pub decode_threads: u32,
 }
 
 pub struct Producer {
@@ -225,9 +231,11 @@ impl Producer {
         let settings = decode::Settings {
             width: spec.width,
             height: spec.height,
+            fit: spec.fit,
             sampling: task.sampling,
             job_frames: self.args.job_frames as usize,
             job_bytes: self.args.job_bytes,
+            threads: self.args.decode_threads as usize,
             ca_file: self.store.s3_ca_file.clone(),
         };
         let in_flight = self.args.max_in_flight as usize;

@@ -7,7 +7,7 @@ use std::{
 };
 
 use producer::decode::{self, Settings, Summary};
-use schema::{Frame, Sampling};
+use schema::{Fit, Frame, Sampling};
 
 const DATA: &str = "/usr/share/doc/opencv-doc/examples/data";
 
@@ -49,9 +49,11 @@ fn run(path: &Path) -> (Summary, Vec<Frame>) {
     let settings = Settings {
         width: 32,
         height: 32,
+        fit: Fit::Stretch,
         sampling: Sampling::All,
         job_frames: 16,
         job_bytes: 1 << 20,
+        threads: 1,
         ca_file: None,
     };
     let mut frames = Vec::new();
@@ -193,13 +195,19 @@ fn video_shorter_than_its_audio_is_complete() {
 
 /// Every pixel of every frame the decoder hands over, at 32×32.
 fn pixels(path: &Path) -> Vec<u8> {
+    fitted(path, Fit::Stretch)
+}
+
+fn fitted(path: &Path, fit: Fit) -> Vec<u8> {
     decode::init().expect("libav");
     let settings = Settings {
         width: 32,
         height: 32,
+        fit,
         sampling: Sampling::All,
         job_frames: 16,
         job_bytes: 1 << 20,
+        threads: 1,
         ca_file: None,
     };
     let mut pixels = Vec::new();
@@ -280,6 +288,44 @@ fn display_rotation_is_applied() {
     assert!(
         not_turned > 20.0,
         "the rotation is visible: {not_turned:.2} without it"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// A centre-crop task (DINOv2's processor: shorter side to 256, centre
+/// 224; here to 40, centre 32) sees only the middle of a wide frame: a
+/// white band on black, wider than the crop, fills the whole input, where
+/// the stretched frame keeps its black sides.
+#[test]
+fn a_centre_crop_keeps_only_the_middle() {
+    let dir = work_dir("crop");
+    let video = dir.join("band.mp4");
+    // 320x180 -> 71x40; the centre 32x32 is source columns 85.5 to 229.5,
+    // well inside the band's 60 to 260.
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "color=black:size=320x180:rate=5,drawbox=x=60:y=0:w=200:h=180:color=white:t=fill",
+        "-t",
+        "1",
+        "-c:v",
+        "libx264",
+        "-qp",
+        "0",
+        "-pix_fmt",
+        "yuv420p",
+        &video.to_string_lossy(),
+    ]);
+    let cropped = fitted(&video, Fit::CenterCrop { short: 40 });
+    assert_eq!(cropped.len(), 5 * 32 * 32 * 3);
+    let darkest = cropped.iter().min().copied().unwrap_or_default();
+    assert!(darkest > 230, "a dark pixel inside the crop: {darkest}");
+    let stretched = pixels(&video);
+    let black = stretched.iter().filter(|&&v| v < 25).count();
+    assert!(
+        black > stretched.len() / 5,
+        "the stretched frame lost its sides: {black}"
     );
     std::fs::remove_dir_all(dir).ok();
 }

@@ -9,7 +9,7 @@
 use std::process::Command;
 
 use producer::decode::{self, Settings};
-use schema::Sampling;
+use schema::{Fit, Sampling};
 
 /// VmRSS or VmHWM of this process, in bytes.
 fn status_bytes(field: &str) -> u64 {
@@ -30,9 +30,11 @@ fn decode_every_100th(path: &std::path::Path) -> u64 {
     let settings = Settings {
         width: 32,
         height: 32,
+        fit: Fit::Stretch,
         sampling: Sampling::EveryNth(100),
         job_frames: 16,
         job_bytes: 1 << 20,
+        threads: 1,
         ca_file: None,
     };
     decode::decode(&path.to_string_lossy(), &settings, |_| true)

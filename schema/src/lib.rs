@@ -18,5 +18,5 @@ pub use messages::{
     Coverage, Frame, FrameJob, FrameResult, HeadOutputs, HeadValues, Label, Message, ObjectRef,
     Provenance, Sampling, VideoDone, VideoFailed, VideoTask,
 };
-pub use task::{TaskSpec, known_task};
+pub use task::{Fit, TaskSpec, known_task, task_names};
 pub use validate::ValidationError;

@@ -7,6 +7,7 @@ use std::{
 
 use anyhow::Context;
 use image::imageops::FilterType;
+use schema::Fit;
 
 use crate::{
     cli::CaptionArgs,
@@ -14,9 +15,9 @@ use crate::{
     models::{Backend, Images, blip::Captioner},
 };
 
-/// Decodes an image file to RGB24 at `size`×`size`. Catmull-Rom is the
-/// bicubic kernel (a = −0.5) of PIL, which BlipImageProcessor resizes with.
-pub fn read_image(path: &Path, size: u32) -> anyhow::Result<Vec<u8>> {
+/// Decodes an image file to RGB24 at `size`×`size`, fitted as `fit` says.
+/// Catmull-Rom is the bicubic kernel (a = −0.5) of PIL, which BlipImageProcessor resizes with.
+pub fn read_image(path: &Path, size: u32, fit: Fit) -> anyhow::Result<Vec<u8>> {
     let img = image::ImageReader::open(path)
         .with_context(|| format!("cannot open {}", path.display()))?
         .with_guessed_format()
@@ -24,10 +25,20 @@ pub fn read_image(path: &Path, size: u32) -> anyhow::Result<Vec<u8>> {
         .decode()
         .with_context(|| format!("{} is not a readable image", path.display()))?
         .to_rgb8();
-    let img = if img.dimensions() == (size, size) {
+    // The processor's geometry (`Fit::scaled_size`): a stretch to the
+    // input size, or the shorter side to `short` and then the centre cut
+    // out. A picture already at the scaled size is not resampled, as in PIL.
+    let (w, h) = img.dimensions();
+    let (sw, sh) = fit.scaled_size(w, h, size, size);
+    let img = if (w, h) == (sw, sh) {
         img
     } else {
-        image::imageops::resize(&img, size, size, FilterType::CatmullRom)
+        image::imageops::resize(&img, sw, sh, FilterType::CatmullRom)
+    };
+    let img = if (sw, sh) == (size, size) {
+        img
+    } else {
+        image::imageops::crop_imm(&img, (sw - size) / 2, (sh - size) / 2, size, size).to_image()
     };
     Ok(img.into_raw())
 }
@@ -54,7 +65,7 @@ pub fn run(args: &CaptionArgs) -> anyhow::Result<()> {
     for paths in args.images.chunks(args.batch as usize) {
         let mut pixels = Vec::new();
         for path in paths {
-            pixels.extend(read_image(path, size as u32)?);
+            pixels.extend(read_image(path, size as u32, Fit::Stretch)?);
         }
         let captions = captioner.caption(Images {
             pixels: &pixels,

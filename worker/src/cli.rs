@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-use clap::{ArgGroup, Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand, builder::PossibleValuesParser};
 
 /// Framefleet worker: runs one model on one device for one task queue.
 ///
@@ -53,7 +53,7 @@ pub struct EmbedArgs {
     pub model: ModelArgs,
 
     /// The embed task; by default the one config.json's model names.
-    #[arg(long)]
+    #[arg(long, value_parser = PossibleValuesParser::new(schema::task_names().filter(|t| t.starts_with("embed."))))]
     pub task: Option<String>,
 
     /// A head directory to run on the embeddings; repeatable.
@@ -221,7 +221,7 @@ pub struct RunArgs {
     pub heads: Vec<PathBuf>,
 
     /// Task to serve; its frames queue is `<namespace>.frames.<task>`.
-    #[arg(long, env = "FF_TASK", default_value = "embed.effnet-lite0")]
+    #[arg(long, env = "FF_TASK", default_value = "embed.effnet-lite0", value_parser = PossibleValuesParser::new(schema::task_names()))]
     pub task: String,
 
     /// Most frame jobs held unacked at once (AMQP prefetch). Bounds memory:

@@ -52,10 +52,12 @@ fn task_of(dir: &Path) -> anyhow::Result<String> {
         .as_str()
         .or_else(|| config["architecture"].as_str())
         .unwrap_or_default();
-    match family {
-        f if f.starts_with("efficientnet-lite") => Ok("embed.effnet-lite0".to_owned()),
-        f => anyhow::bail!(
-            "{} names model {f:?}, which has no embed task here; pass --task",
+    match (family, config["hidden_size"].as_u64()) {
+        (f, _) if f.starts_with("efficientnet-lite") => Ok("embed.effnet-lite0".to_owned()),
+        ("dinov2", Some(384)) => Ok("embed.dinov2-small".to_owned()),
+        ("dinov2", Some(768)) => Ok("embed.dinov2-base".to_owned()),
+        (f, _) => anyhow::bail!(
+            "{} names model {f:?} of this size, which has no embed task here; pass --task",
             path.display()
         ),
     }
@@ -75,6 +77,7 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<()> {
         prompt: String::new(),
         max_tokens: 1,
     };
+    let spec = schema::known_task(&task).with_context(|| format!("unknown task {task}"))?;
     let (model, _) = load::model_for_task(&task, &args.model, &caption)?;
     let heads = heads::load_all(&args.heads, &task, model.embedding_dim())?;
     let (width, height) = model.input_size();
@@ -86,7 +89,7 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<()> {
     for paths in args.images.chunks(args.batch as usize) {
         let mut pixels = Vec::new();
         for path in paths {
-            pixels.extend(read_image(path, width as u32)?);
+            pixels.extend(read_image(path, width as u32, spec.fit)?);
         }
         let count = paths.len();
         let outputs = model.infer(Images {

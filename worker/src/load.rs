@@ -52,6 +52,7 @@ pub fn model_for_task(
     args: &ModelArgs,
     caption: &CaptionOptions,
 ) -> anyhow::Result<(Box<dyn Model>, PathBuf)> {
+    let spec = schema::known_task(task).with_context(|| format!("unknown task {task}"))?;
     let backend =
         Backend::for_task(task).with_context(|| format!("task {task} has no model backend"))?;
     if let Backend::Null { side } = backend {
@@ -62,6 +63,7 @@ pub fn model_for_task(
     }
     let at = locate(args, backend)?;
     let opts = LoadOptions {
+        spec,
         name: at.name,
         prompt: caption.prompt.clone(),
         limits: limits(caption),

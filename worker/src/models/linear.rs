@@ -33,6 +33,31 @@ impl Linear {
             act,
         })
     }
+
+    /// Layers reading the same input as one GEMM (query, key and value),
+    /// their outputs side by side.
+    pub fn stack(parts: &[Linear]) -> Result<Self> {
+        let weights = parts.iter().map(|l| &l.weight).collect::<Vec<_>>();
+        let biases = parts.iter().map(|l| &l.bias).collect::<Vec<_>>();
+        Ok(Self {
+            weight: Tensor::cat(&weights, 0)?,
+            bias: Tensor::cat(&biases, 0)?,
+            act: Activation::Identity,
+        })
+    }
+
+    /// Each output channel times `gamma`'s: a following per-channel scale
+    /// (DINOv2's layer scale) folded into the weights. Identity layers only.
+    pub fn scale_outputs(self, gamma: &Tensor) -> Result<Self> {
+        if self.act != Activation::Identity {
+            bail!("only a linear output can absorb a scale");
+        }
+        Ok(Self {
+            weight: self.weight.broadcast_mul(&gamma.unsqueeze(1)?)?,
+            bias: (&self.bias * gamma)?,
+            act: self.act,
+        })
+    }
 }
 
 impl Module for Linear {

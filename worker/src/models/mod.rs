@@ -4,11 +4,14 @@ mod bias_act;
 pub mod blip;
 mod classifier;
 pub mod depthwise;
+pub mod dinov2;
 mod effnet_encoder;
 pub mod effnet_lite;
 pub mod files;
 mod linear;
 mod null;
+mod processor;
+mod vit;
 
 use std::path::Path;
 
@@ -66,6 +69,7 @@ pub trait Model: Send {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
     EffnetLite,
+    Dinov2,
     Blip,
     /// No model, no files: `embed.null*`, at the task's input side.
     Null {
@@ -77,6 +81,7 @@ impl Backend {
     pub fn for_task(task: &str) -> Option<Self> {
         match task.split_once('.') {
             Some(("embed", m)) if m.starts_with("effnet-lite") => Some(Self::EffnetLite),
+            Some(("embed", m)) if m.starts_with("dinov2") => Some(Self::Dinov2),
             Some(("caption", m)) if m.starts_with("blip") => Some(Self::Blip),
             Some(("embed", m)) if m.starts_with("null") => {
                 schema::known_task(task).map(|t| Self::Null {
@@ -91,6 +96,7 @@ impl Backend {
     pub fn files(self) -> &'static [&'static str] {
         match self {
             Self::EffnetLite => EffnetEncoder::FILES,
+            Self::Dinov2 => dinov2::FILES,
             Self::Blip => blip::FILES,
             Self::Null { .. } => &[],
         }
@@ -100,6 +106,8 @@ impl Backend {
 /// Options only some backends read.
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
+    /// The task served: its input size and how frames are fitted to it.
+    pub spec: schema::TaskSpec,
     /// Name recorded in results when the checkpoint does not carry one.
     pub name: String,
     /// Text every caption starts with.
@@ -115,6 +123,9 @@ pub fn load(
 ) -> Result<Box<dyn Model>, ModelError> {
     Ok(match backend {
         Backend::EffnetLite => Box::new(EffnetEncoder::load(dir, device)?),
+        Backend::Dinov2 => Box::new(dinov2::Dinov2Encoder::load(
+            &opts.name, dir, device, &opts.spec,
+        )?),
         Backend::Null { side } => Box::new(Null::new(side)),
         Backend::Blip => Box::new(blip::Captioner::load(
             &opts.name,
