@@ -133,13 +133,20 @@ async fn a_head_trained_on_stored_embeddings_answers_offline_and_in_the_fleet() 
     assert_eq!(spec["encoder"]["task"], TASK);
     assert_eq!(spec["encoder"]["dim"], 1280);
     assert!(printed.contains("validation accuracy"), "{printed}");
-    // Same inputs, same seed: the same head, byte for byte.
-    let again = fleet.work.join("head-again");
-    train("3", &again.to_string_lossy())?;
-    assert_eq!(
-        std::fs::read(head_dir.join("head.safetensors"))?,
-        std::fs::read(again.join("head.safetensors"))?
-    );
+    // Same inputs, same seed: the same head, byte for byte; this time
+    // written to the bucket, where the offline run below reads it.
+    let in_bucket = format!("s3://{bucket}/heads/photo/");
+    train("3", &in_bucket)?;
+    for file in ["head.safetensors", "head.json"] {
+        assert_eq!(
+            std::fs::read(head_dir.join(file))?,
+            fleet
+                .get(&format!("heads/photo/{file}"))
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no {file} in the bucket"))?,
+            "{file}"
+        );
+    }
 
     // Labels that contradict each other are refused by line; one that
     // matches no sampled frame is only counted.
@@ -301,7 +308,7 @@ async fn a_head_trained_on_stored_embeddings_answers_offline_and_in_the_fleet() 
             "--prefix",
             "new/",
             "--head",
-            &head,
+            &in_bucket,
         ],
     )?;
     let offline = jsonl(

@@ -99,9 +99,10 @@ pub struct TrainArgs {
     #[arg(long, value_parser = crate::heads::parse_name)]
     pub name: String,
 
-    /// Directory to write head.safetensors and head.json into.
+    /// Where to write head.safetensors and head.json: a directory, or
+    /// s3://BUCKET/PREFIX/ in the store.
     #[arg(long)]
-    pub out: PathBuf,
+    pub out: String,
 
     /// Hidden layer width; 0 trains a linear head.
     #[arg(long, default_value_t = 0)]
@@ -158,9 +159,10 @@ pub struct ApplyArgs {
     #[arg(long, default_value = "")]
     pub prefix: String,
 
-    /// A head directory (head.json + head.safetensors); repeatable.
+    /// A head (head.json + head.safetensors): a directory, or
+    /// s3://BUCKET/PREFIX/ in the store; repeatable.
     #[arg(long = "head", required = true)]
-    pub heads: Vec<PathBuf>,
+    pub heads: Vec<String>,
 }
 
 /// Where a model's files come from, and what runs it.

@@ -69,10 +69,6 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<()> {
         (None, Some(dir)) => task_of(dir)?,
         (None, None) => anyhow::bail!("pass --task with --hub-repo"),
     };
-    anyhow::ensure!(
-        task.starts_with("embed."),
-        "worker embed runs embed tasks, not {task}"
-    );
     let caption = CaptionOptions {
         prompt: String::new(),
         max_tokens: 1,

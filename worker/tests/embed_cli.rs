@@ -125,7 +125,13 @@ fn heads_answer_beside_the_embedding_and_foreign_ones_are_refused() {
         .arg(format!("{DATA}/orange.jpg"))
         .output()
         .expect("worker runs");
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("runs embed tasks"));
+    // A caption task is not an embed task: refused as bad usage, with the
+    // tasks that are.
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("possible values") && stderr.contains("embed.dinov2-small"),
+        "{stderr}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }

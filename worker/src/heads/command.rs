@@ -7,7 +7,7 @@ use anyhow::Context;
 use crate::cli::{ApplyArgs, HeadCommand, TrainArgs};
 
 use super::{
-    dataset, labels, offline,
+    bucket, dataset, labels, offline,
     spec::Target,
     train::{self, Loss, Targets},
 };
@@ -21,6 +21,10 @@ pub fn run(command: HeadCommand) -> anyhow::Result<()> {
 }
 
 async fn train(args: TrainArgs) -> anyhow::Result<()> {
+    if bucket::is_bucket(&args.out) {
+        // A bad URL is said before training, not after.
+        fleet::store::parse_url(&args.out)?;
+    }
     let labels = labels::read(&args.labels)?;
     let output = fleet::store::parse_url(&args.embeddings)?;
     let client = fleet::store::client(&args.store).await?;
@@ -63,7 +67,13 @@ async fn train(args: TrainArgs) -> anyhow::Result<()> {
         })
     })?;
     let spec = &trained.spec;
-    trained.save(&args.out)?;
+    if bucket::is_bucket(&args.out) {
+        let scratch = bucket::ScratchDir::new()?;
+        trained.save(&scratch.0)?;
+        bucket::upload(&client, &scratch.0, &args.out).await?;
+    } else {
+        trained.save(std::path::Path::new(&args.out))?;
+    }
     print_summary(spec, started.elapsed().as_secs_f64());
     Ok(())
 }
@@ -109,13 +119,12 @@ fn print_summary(spec: &super::spec::HeadSpec, seconds: f64) {
 }
 
 async fn apply(args: ApplyArgs) -> anyhow::Result<()> {
-    let heads = args
-        .heads
-        .iter()
-        .map(|dir| super::Head::load(dir))
-        .collect::<anyhow::Result<Vec<_>>>()?;
     let output = fleet::store::parse_url(&args.embeddings)?;
     let client = fleet::store::client(&args.store).await?;
+    let mut heads = Vec::new();
+    for location in &args.heads {
+        heads.push(bucket::load(&client, location).await?);
+    }
     let started = Instant::now();
     let report = offline::apply(&client, &output, &args.prefix, &heads).await?;
     let seconds = started.elapsed().as_secs_f64();

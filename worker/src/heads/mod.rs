@@ -4,6 +4,7 @@
 //! runs heads on each batch (`--head`); `offline` runs them over
 //! embeddings already stored.
 
+pub mod bucket;
 pub mod command;
 pub mod dataset;
 pub mod labels;
