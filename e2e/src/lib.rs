@@ -694,3 +694,40 @@ impl Fleet {
             .context("no VmHWM in /proc status")
     }
 }
+
+/// Starts the broker again whatever happened to a test that stops it, so
+/// that a failure there cannot fail every test after it.
+pub struct BrokerGuard;
+
+impl BrokerGuard {
+    fn ping() -> bool {
+        Command::new("rabbitmq-diagnostics")
+            .args(["-q", "ping"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
+    /// A full node start: the Erlang VM, then the app.
+    pub fn start_node() -> anyhow::Result<()> {
+        let started = Command::new("rabbitmq-server").arg("-detached").status()?;
+        anyhow::ensure!(started.success(), "rabbitmq-server -detached failed");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !Self::ping() {
+            anyhow::ensure!(Instant::now() < deadline, "RabbitMQ did not start in 120 s");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        rabbitmqctl(&["await_startup"])?;
+        Ok(())
+    }
+}
+
+impl Drop for BrokerGuard {
+    fn drop(&mut self) {
+        if !Self::ping() {
+            rabbitmqctl(&["start_app"]).ok();
+        }
+        if !Self::ping() {
+            Self::start_node().ok();
+        }
+    }
+}

@@ -10,50 +10,12 @@
 
 use std::{
     path::Path,
-    process::Command,
     time::{Duration, Instant},
 };
 
-use e2e::{Fleet, OPENCV_DATA, env, ffprobe_frames, rabbitmqctl};
+use e2e::{BrokerGuard, Fleet, OPENCV_DATA, env, ffprobe_frames, rabbitmqctl};
 
 const TASK: &str = "embed.effnet-lite0";
-
-/// Starts the broker again whatever happened to the test, so that a failure
-/// here cannot fail every test after it.
-struct BrokerGuard;
-
-impl BrokerGuard {
-    fn ping() -> bool {
-        Command::new("rabbitmq-diagnostics")
-            .args(["-q", "ping"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    }
-
-    /// A full node start: the Erlang VM, then the app.
-    fn start_node() -> anyhow::Result<()> {
-        let started = Command::new("rabbitmq-server").arg("-detached").status()?;
-        anyhow::ensure!(started.success(), "rabbitmq-server -detached failed");
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while !Self::ping() {
-            anyhow::ensure!(Instant::now() < deadline, "RabbitMQ did not start in 120 s");
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        rabbitmqctl(&["await_startup"])?;
-        Ok(())
-    }
-}
-
-impl Drop for BrokerGuard {
-    fn drop(&mut self) {
-        if !Self::ping() {
-            rabbitmqctl(&["start_app"]).ok();
-        }
-        if !Self::ping() {
-            Self::start_node().ok();
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_fleet_rides_out_broker_restarts() -> anyhow::Result<()> {

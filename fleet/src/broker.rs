@@ -124,9 +124,19 @@ pub async fn connect(
         source,
     };
     let runtime = lapin::runtime::default_runtime().map_err(failed)?;
-    Connection::connect_with_config(url, props, tls, runtime)
+    let connection = Connection::connect_with_config(url, props, tls, runtime)
         .await
-        .map_err(failed)
+        .map_err(failed)?;
+    if persistence == Persistence::Service
+        && let Ok(uri) = url.parse::<lapin::uri::AMQPUri>()
+    {
+        crate::stall::watch(
+            connection.status().clone(),
+            uri.authority.host,
+            uri.authority.port,
+        );
+    }
+    Ok(connection)
 }
 
 #[cfg(test)]

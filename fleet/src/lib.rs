@@ -13,6 +13,7 @@ pub mod npy;
 mod publish;
 pub mod retry;
 pub mod settle;
+mod stall;
 pub mod status;
 pub mod store;
 pub mod telemetry;
