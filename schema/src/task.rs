@@ -81,6 +81,13 @@ const TASKS: &[TaskSpec] = &[
         height: 224,
         fit: Fit::CenterCrop { short: 256 },
     },
+    // CLIP ViT-B/32 (CLIPImageProcessor: shorter side to 224, centre 224).
+    TaskSpec {
+        name: "embed.clip-vit-b32",
+        width: 224,
+        height: 224,
+        fit: Fit::CenterCrop { short: 224 },
+    },
     // No model (the worker's null backend): zero embeddings at once, to
     // measure the pipeline without compute. Benchmarks and tests only.
     TaskSpec {

@@ -52,10 +52,15 @@ fn task_of(dir: &Path) -> anyhow::Result<String> {
         .as_str()
         .or_else(|| config["architecture"].as_str())
         .unwrap_or_default();
+    // CLIP's widths sit in vision_config, absent where they are the defaults.
+    let vision = &config["vision_config"];
+    let clip_b32 = vision["hidden_size"].as_u64().unwrap_or(768) == 768
+        && vision["patch_size"].as_u64().unwrap_or(32) == 32;
     match (family, config["hidden_size"].as_u64()) {
         (f, _) if f.starts_with("efficientnet-lite") => Ok("embed.effnet-lite0".to_owned()),
         ("dinov2", Some(384)) => Ok("embed.dinov2-small".to_owned()),
         ("dinov2", Some(768)) => Ok("embed.dinov2-base".to_owned()),
+        ("clip", _) if clip_b32 => Ok("embed.clip-vit-b32".to_owned()),
         (f, _) => anyhow::bail!(
             "{} names model {f:?} of this size, which has no embed task here; pass --task",
             path.display()

@@ -15,6 +15,8 @@ pub enum Activation {
     Identity,
     /// The exact (erf) GELU of transformers' `"gelu"`.
     Gelu,
+    /// OpenAI CLIP's `x · sigmoid(1.702 x)` (transformers' `"quick_gelu"`).
+    QuickGelu,
 }
 
 #[derive(Clone, Debug)]
@@ -31,6 +33,16 @@ impl Linear {
             weight: vb.get((out_dim, in_dim), "weight")?,
             bias: vb.get(out_dim, "bias")?,
             act,
+        })
+    }
+
+    /// A layer stored without a bias (CLIP's projections): a zero one.
+    pub fn load_unbiased(vb: VarBuilder, in_dim: usize, out_dim: usize) -> Result<Self> {
+        let weight = vb.get((out_dim, in_dim), "weight")?;
+        Ok(Self {
+            bias: Tensor::zeros(out_dim, weight.dtype(), weight.device())?,
+            weight,
+            act: Activation::Identity,
         })
     }
 
@@ -75,6 +87,7 @@ impl Module for Linear {
             match self.act {
                 Activation::Identity => y,
                 Activation::Gelu => y.gelu_erf()?,
+                Activation::QuickGelu => (&y * candle_nn::ops::sigmoid(&(&y * 1.702)?)?)?,
             }
         };
         let mut dims = lead.to_vec();
@@ -125,6 +138,7 @@ impl CustomOp2 for BiasAct {
                     *d = match act {
                         Activation::Identity => v,
                         Activation::Gelu => gelu(v),
+                        Activation::QuickGelu => v / (1.0 + (-1.702 * v).exp()),
                     };
                 }
             });
@@ -176,6 +190,10 @@ mod tests {
         for (act, expected) in [
             (Activation::Identity, reference.clone()),
             (Activation::Gelu, reference.gelu_erf()?),
+            (
+                Activation::QuickGelu,
+                (&reference * candle_nn::ops::sigmoid(&(&reference * 1.702)?)?)?,
+            ),
         ] {
             let layer = Linear {
                 weight: w.clone(),

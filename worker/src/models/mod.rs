@@ -3,10 +3,12 @@
 mod bias_act;
 pub mod blip;
 mod classifier;
+pub mod clip;
 pub mod depthwise;
 pub mod dinov2;
 mod effnet_encoder;
 pub mod effnet_lite;
+pub mod encoder;
 pub mod files;
 mod linear;
 mod null;
@@ -70,6 +72,7 @@ pub trait Model: Send {
 pub enum Backend {
     EffnetLite,
     Dinov2,
+    Clip,
     Blip,
     /// No model, no files: `embed.null*`, at the task's input side.
     Null {
@@ -82,6 +85,7 @@ impl Backend {
         match task.split_once('.') {
             Some(("embed", m)) if m.starts_with("effnet-lite") => Some(Self::EffnetLite),
             Some(("embed", m)) if m.starts_with("dinov2") => Some(Self::Dinov2),
+            Some(("embed", m)) if m.starts_with("clip") => Some(Self::Clip),
             Some(("caption", m)) if m.starts_with("blip") => Some(Self::Blip),
             Some(("embed", m)) if m.starts_with("null") => {
                 schema::known_task(task).map(|t| Self::Null {
@@ -97,6 +101,7 @@ impl Backend {
         match self {
             Self::EffnetLite => EffnetEncoder::FILES,
             Self::Dinov2 => dinov2::FILES,
+            Self::Clip => clip::FILES,
             Self::Blip => blip::FILES,
             Self::Null { .. } => &[],
         }
@@ -123,9 +128,8 @@ pub fn load(
 ) -> Result<Box<dyn Model>, ModelError> {
     Ok(match backend {
         Backend::EffnetLite => Box::new(EffnetEncoder::load(dir, device)?),
-        Backend::Dinov2 => Box::new(dinov2::Dinov2Encoder::load(
-            &opts.name, dir, device, &opts.spec,
-        )?),
+        Backend::Dinov2 => Box::new(dinov2::load(&opts.name, dir, device, &opts.spec)?),
+        Backend::Clip => Box::new(clip::load(&opts.name, dir, device, &opts.spec)?),
         Backend::Null { side } => Box::new(Null::new(side)),
         Backend::Blip => Box::new(blip::Captioner::load(
             &opts.name,

@@ -9,11 +9,39 @@ use serde::Deserialize;
 
 use super::files::ModelError;
 
-#[derive(Debug, Default, Deserialize)]
-struct Size {
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+struct Sides {
     shortest_edge: Option<u32>,
     height: Option<u32>,
     width: Option<u32>,
+}
+
+/// A size as processors write it: an object, or (older files, e.g.
+/// openai/clip-vit-base-patch32's) one number.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Size {
+    Number(u32),
+    Sides(Sides),
+}
+
+impl Size {
+    /// As transformers reads a number: the shorter side for a resize that
+    /// is followed by a crop, both sides otherwise.
+    fn sides(&self, short: bool) -> Sides {
+        match *self {
+            Size::Number(n) if short => Sides {
+                shortest_edge: Some(n),
+                ..Sides::default()
+            },
+            Size::Number(n) => Sides {
+                shortest_edge: None,
+                height: Some(n),
+                width: Some(n),
+            },
+            Size::Sides(s) => s,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -22,10 +50,8 @@ struct Raw {
     image_std: Option<[f32; 3]>,
     #[serde(default)]
     do_center_crop: bool,
-    #[serde(default)]
-    size: Size,
-    #[serde(default)]
-    crop_size: Size,
+    size: Option<Size>,
+    crop_size: Option<Size>,
 }
 
 /// Mean and std per RGB channel.
@@ -53,15 +79,21 @@ pub fn statistics(
         path: path.clone(),
         source,
     })?;
+    let sides = |size: &Option<Size>, short| {
+        size.as_ref()
+            .map_or_else(Sides::default, |s| s.sides(short))
+    };
     let (fit, size) = if raw.do_center_crop {
+        let crop = sides(&raw.crop_size, false);
         (
-            raw.size
+            sides(&raw.size, true)
                 .shortest_edge
                 .map(|short| Fit::CenterCrop { short }),
-            raw.crop_size.width.zip(raw.crop_size.height),
+            crop.width.zip(crop.height),
         )
     } else {
-        (Some(Fit::Stretch), raw.size.width.zip(raw.size.height))
+        let resize = sides(&raw.size, false);
+        (Some(Fit::Stretch), resize.width.zip(resize.height))
     };
     let wanted = (Some(spec.fit), Some((spec.width, spec.height)));
     if (fit, size) != wanted {

@@ -12,7 +12,7 @@ mod config;
 
 use std::path::Path;
 
-use candle_core::{D, DType, Device, IndexOp, Module, Result, Tensor};
+use candle_core::{DType, Device, IndexOp, Module, Result, Tensor};
 use candle_nn::{LayerNorm, VarBuilder, layer_norm};
 use schema::TaskSpec;
 
@@ -20,7 +20,7 @@ pub use super::processor::Statistics;
 pub use config::Config;
 
 use super::{
-    Images, Model, Outputs,
+    encoder::{Embed, Encoder},
     files::{ModelError, read_config},
     linear::{Activation, Linear},
     processor,
@@ -84,7 +84,6 @@ pub struct Dinov2 {
     positions: Tensor,
     layers: Vec<Layer>,
     layernorm: LayerNorm,
-    side: usize,
 }
 
 impl Dinov2 {
@@ -118,13 +117,14 @@ impl Dinov2 {
                 .map(|i| Layer::load(vb.pp(format!("encoder.layer.{i}")), cfg))
                 .collect::<Result<_>>()?,
             layernorm: layer_norm(h, cfg.layer_norm_eps, vb.pp("layernorm"))?,
-            side,
         })
     }
+}
 
+impl Embed for Dinov2 {
     /// `[B, side, side, 3]` RGB24 → the class token after the final
     /// layernorm, `[B, hidden]`.
-    pub fn embed(&self, rgb: &Tensor) -> Result<Tensor> {
+    fn embed(&self, rgb: &Tensor) -> Result<Tensor> {
         let tokens = self.patches.forward(&self.normalise.forward(rgb)?)?;
         let (b, _, h) = tokens.dims3()?;
         let class = self.class_token.broadcast_as((b, 1, h))?;
@@ -137,72 +137,31 @@ impl Dinov2 {
     }
 }
 
-/// What the worker runs for `embed.dinov2-*` tasks.
-pub struct Dinov2Encoder {
-    name: String,
-    model: Dinov2,
-    dim: usize,
-    device: Device,
-}
-
-impl Dinov2Encoder {
-    pub fn load(
-        name: &str,
-        dir: &Path,
-        device: &Device,
-        spec: &TaskSpec,
-    ) -> std::result::Result<Self, ModelError> {
-        let cfg: Config = read_config(dir)?;
-        cfg.check().map_err(ModelError::Mismatch)?;
-        let side = spec.width as usize;
-        if spec.width != spec.height || !side.is_multiple_of(cfg.patch_size) {
-            return Err(ModelError::Mismatch(format!(
-                "task {} feeds {}x{}, not a square of {}-pixel patches",
-                spec.name, spec.width, spec.height, cfg.patch_size
-            )));
-        }
-        let stats = processor::statistics(dir, spec, IMAGENET)?;
-        let weights = dir.join("model.safetensors");
-        let load = |source| ModelError::Weights {
-            path: weights.clone(),
-            source,
-        };
-        let tensors = candle_core::safetensors::load(&weights, device).map_err(load)?;
-        let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
-        Ok(Self {
-            name: name.to_owned(),
-            model: Dinov2::new(&cfg, vb, side, stats).map_err(load)?,
-            dim: cfg.hidden_size,
-            device: device.clone(),
-        })
+/// Loads what the worker runs for `embed.dinov2-*` tasks, at the task's
+/// input size.
+pub fn load(
+    name: &str,
+    dir: &Path,
+    device: &Device,
+    spec: &TaskSpec,
+) -> std::result::Result<Encoder<Dinov2>, ModelError> {
+    let cfg: Config = read_config(dir)?;
+    cfg.check().map_err(ModelError::Mismatch)?;
+    let side = spec.width as usize;
+    if spec.width != spec.height || !side.is_multiple_of(cfg.patch_size) {
+        return Err(ModelError::Mismatch(format!(
+            "task {} feeds {}x{}, not a square of {}-pixel patches",
+            spec.name, spec.width, spec.height, cfg.patch_size
+        )));
     }
-}
-
-impl Model for Dinov2Encoder {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn embedding_dim(&self) -> usize {
-        self.dim
-    }
-
-    fn input_size(&self) -> (usize, usize) {
-        (self.model.side, self.model.side)
-    }
-
-    fn infer(&self, images: Images<'_>) -> Result<Outputs> {
-        let input = Tensor::from_slice(
-            images.pixels,
-            (images.count, images.height, images.width, 3),
-            &Device::Cpu,
-        )?
-        .to_device(&self.device)?;
-        let embeddings = self.model.embed(&input)?;
-        Ok(Outputs {
-            dim: embeddings.dim(D::Minus1)?,
-            embeddings: embeddings.flatten_all()?.to_vec1::<f32>()?,
-            ..Outputs::default()
-        })
-    }
+    let stats = processor::statistics(dir, spec, IMAGENET)?;
+    let weights = dir.join("model.safetensors");
+    let load = |source| ModelError::Weights {
+        path: weights.clone(),
+        source,
+    };
+    let tensors = candle_core::safetensors::load(&weights, device).map_err(load)?;
+    let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
+    let model = Dinov2::new(&cfg, vb, side, stats).map_err(load)?;
+    Ok(Encoder::new(name, model, cfg.hidden_size, side, device))
 }
