@@ -10,10 +10,11 @@
 //!
 //! While the connection is recovering, the watchdog probes the broker's
 //! port with a plain TCP connect once a second. If the broker has accepted
-//! connections for `STALL` and ours is still not back, lapin is stuck, not
-//! the broker: the process logs why and exits 1, so that its supervisor
-//! starts it again. Nothing is lost: the broker already requeued every
-//! delivery the dead connection held, and every output is idempotent.
+//! connections for `STALL` and ours is still not back, lapin is stuck (or
+//! the broker keeps refusing our login): the process logs why and exits 1,
+//! so that its supervisor starts it again. Nothing is lost: the broker
+//! already requeued every delivery the dead connection held, and every
+//! output is idempotent.
 
 use std::time::{Duration, Instant};
 
@@ -49,7 +50,7 @@ pub(crate) fn watch(status: ConnectionStatus, host: String, port: u16) {
                 tracing::error!(
                     broker = format!("{host}:{port}"),
                     stalled_s = since.elapsed().as_secs(),
-                    "the broker accepts connections but ours has not recovered: lapin's recovery is stuck; exiting so that the supervisor restarts this process (the broker redelivers what it held)"
+                    "the broker accepts connections but ours has not recovered: lapin's recovery is stuck (or the broker keeps refusing our login); exiting so that the supervisor restarts this process (the broker redelivers what it held)"
                 );
                 std::process::exit(1);
             }
