@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use candle_core::{Device, Tensor};
-use worker::models::{EffnetEncoder, Images, Model, depthwise};
+use worker::models::{EffnetEncoder, Images, Model, kernels::depthwise};
 
 fn time<T>(min: Duration, mut f: impl FnMut() -> T) -> (f64, usize) {
     f(); // warm-up

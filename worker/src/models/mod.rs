@@ -1,16 +1,14 @@
-//! Model backends. The worker's engine sees only the `Model` trait.
+//! Model backends. The worker's engine sees only the `Model` trait. Each
+//! family has a directory of its own; `kernels` holds the CPU kernels they
+//! share, `vit` the vision-transformer blocks.
 
-mod bias_act;
 pub mod blip;
-mod classifier;
 pub mod clip;
-pub mod depthwise;
 pub mod dinov2;
-mod effnet_encoder;
-pub mod effnet_lite;
+pub mod effnet;
 pub mod encoder;
 pub mod files;
-mod linear;
+pub mod kernels;
 mod null;
 mod processor;
 mod vit;
@@ -19,8 +17,7 @@ use std::path::Path;
 
 use candle_core::Device;
 
-pub use classifier::Classifier;
-pub use effnet_encoder::EffnetEncoder;
+pub use effnet::EffnetEncoder;
 use files::ModelError;
 pub use null::Null;
 

@@ -4,7 +4,7 @@
 
 use candle_core::{DType, Device, Module, Result, Tensor, bail};
 
-use super::linear::Linear;
+use super::kernels::linear::Linear;
 
 /// A Hugging Face image processor's last steps, on `[B, H, W, 3]` RGB24
 /// already at the model's size: rescale by 1/255, then per-channel

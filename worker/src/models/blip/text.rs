@@ -10,7 +10,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::{Embedding, LayerNorm, VarBuilder, embedding, kv_cache::KvCache, layer_norm};
 
 use super::config::TextConfig;
-use crate::models::linear::{Activation, Linear};
+use crate::models::kernels::linear::{Activation, Linear};
 
 fn split_heads(x: &Tensor, heads: usize) -> Result<Tensor> {
     let (b, n, c) = x.dims3()?;

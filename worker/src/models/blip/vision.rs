@@ -5,7 +5,7 @@ use candle_nn::{LayerNorm, VarBuilder, layer_norm};
 
 use super::config::VisionConfig;
 use crate::models::{
-    linear::{Activation, Linear},
+    kernels::linear::{Activation, Linear},
     vit::{Attention, Normalise, PatchEmbedding},
 };
 

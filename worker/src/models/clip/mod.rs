@@ -5,7 +5,7 @@
 //!
 //! Our own rather than candle-transformers' `clip` (which reads the same
 //! names): it runs on the kernels every encoder here shares (`vit.rs`;
-//! `linear.rs`: one GEMM over all tokens and a fused, parallel bias +
+//! `kernels/linear.rs`: one GEMM over all tokens and a fused, parallel bias +
 //! activation, where candle-nn's `Linear` and activations took a quarter of
 //! a BLIP layer in single-threaded passes), and it takes the producer's
 //! NHWC frames without a transpose.
@@ -23,7 +23,7 @@ pub use config::{Config, VisionConfig};
 use super::{
     encoder::{Embed, Encoder},
     files::{ModelError, read_config},
-    linear::{Activation, Linear},
+    kernels::linear::{Activation, Linear},
     processor::{self, Statistics},
     vit::{Attention, Normalise, PatchEmbedding},
 };

@@ -22,7 +22,7 @@ pub use config::Config;
 use super::{
     encoder::{Embed, Encoder},
     files::{ModelError, read_config},
-    linear::{Activation, Linear},
+    kernels::linear::{Activation, Linear},
     processor,
     vit::{Attention, Normalise, PatchEmbedding, resize_positions},
 };

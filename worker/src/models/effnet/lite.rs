@@ -10,7 +10,7 @@ use candle_core::{D, DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::Deserialize;
 
-use super::{
+use crate::models::kernels::{
     bias_act::bias_act,
     depthwise::{depthwise_same, same_padding},
 };

@@ -3,9 +3,14 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
+mod classifier;
+pub mod lite;
+
+use classifier::Classifier;
+use lite::{Config, EfficientNetLite};
+
 use super::{
-    Classifier, Images, Model, Outputs,
-    effnet_lite::{Config, EfficientNetLite},
+    Images, Model, Outputs,
     files::{ModelError, read_config, read_labels},
 };
 
