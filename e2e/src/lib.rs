@@ -425,11 +425,24 @@ impl Fleet {
     }
 }
 
-/// A loopback address nothing listens on yet.
+/// A loopback address nothing listens on yet, below Linux's ephemeral
+/// range (32768 and up): a port the kernel hands out (`bind(:0)`) can be
+/// handed out again as the local end of any outgoing connection before the
+/// process meant to listen on it binds it, which failed the compose test
+/// once with "Address already in use".
 pub fn free_addr() -> anyhow::Result<String> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .to_string())
+    // Each call starts elsewhere (a port just released is free again), and
+    // each test process elsewhere too.
+    static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let start = std::process::id()
+        .wrapping_mul(7919)
+        .wrapping_add(call.wrapping_mul(101));
+    (0..10_000u32)
+        .map(|i| 20_000 + (start.wrapping_add(i) % 10_000) as u16)
+        .find_map(|port| std::net::TcpListener::bind(("127.0.0.1", port)).ok())
+        .context("no free loopback port between 20000 and 29999")
+        .and_then(|l| Ok(l.local_addr()?.to_string()))
 }
 
 /// The body of a plain HTTP/1.0 GET, failing unless the answer is 200.
