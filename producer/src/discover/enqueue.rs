@@ -94,14 +94,14 @@ impl<'a> Enqueuer<'a> {
         let video_id = if self.force {
             Uuid::new_v4()
         } else {
-            if let Some(status) = store::get(self.s3, bucket, &layout.status()).await?
-                && let Ok(status) = serde_json::from_slice::<Status>(&status)
-                && status.etag == c.etag
-                && status.fingerprint.as_deref() == Some(fingerprint.as_str())
-            {
-                return Ok(Outcome::Done);
-            }
+            // The claim before the status: the collector writes the status,
+            // then releases the claim, so a claim found gone means the
+            // status read next is there. The other order raced: a status
+            // read just before it was written and a claim read just after
+            // its release queued a finished run again (seen in
+            // e2e/tests/discovery.rs).
             let video_id = self.pipeline.video_id(&c.object, c.etag.as_deref());
+            let mut expired = None;
             if let Some(claim) = store::get(self.s3, bucket, &layout.claim()).await?
                 && let Ok(claim) = serde_json::from_slice::<Claim>(&claim)
                 && claim.video_id == video_id
@@ -110,6 +110,16 @@ impl<'a> Enqueuer<'a> {
                 if u128::from(age) < self.claim_ttl.as_millis() {
                     return Ok(Outcome::InFlight);
                 }
+                expired = Some(age);
+            }
+            if let Some(status) = store::get(self.s3, bucket, &layout.status()).await?
+                && let Ok(status) = serde_json::from_slice::<Status>(&status)
+                && status.etag == c.etag
+                && status.fingerprint.as_deref() == Some(fingerprint.as_str())
+            {
+                return Ok(Outcome::Done);
+            }
+            if let Some(age) = expired {
                 tracing::warn!(failure = "claim_expired", video = %c.object, %video_id, age_s = age / 1000, "claim expired without a status, queueing the run again");
             }
             video_id
