@@ -81,6 +81,20 @@ const TASKS: &[TaskSpec] = &[
         height: 224,
         fit: Fit::CenterCrop { short: 256 },
     },
+    // The same, embedding the class token beside the mean of the patch
+    // tokens (twice the width), as DINOv2's linear probes read them.
+    TaskSpec {
+        name: "embed.dinov2-small-cls-mean",
+        width: 224,
+        height: 224,
+        fit: Fit::CenterCrop { short: 256 },
+    },
+    TaskSpec {
+        name: "embed.dinov2-base-cls-mean",
+        width: 224,
+        height: 224,
+        fit: Fit::CenterCrop { short: 256 },
+    },
     // CLIP ViT-B/32 (CLIPImageProcessor: shorter side to 224, centre 224).
     TaskSpec {
         name: "embed.clip-vit-b32",

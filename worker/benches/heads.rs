@@ -90,8 +90,12 @@ fn bench_training() -> anyhow::Result<Vec<std::path::PathBuf>> {
             } else {
                 format!("hidden {hidden}")
             },
-            seconds / trained.spec.training.epochs as f64,
-            trained.spec.validation.accuracy.unwrap_or(0.0)
+            seconds / trained.spec.training().map_or(0, |t| t.epochs) as f64,
+            trained
+                .spec
+                .validation()
+                .and_then(|v| v.accuracy)
+                .unwrap_or(0.0)
         );
         let dir = std::env::temp_dir().join(format!("ff-bench-head-{hidden}"));
         trained.save(&dir)?;

@@ -42,17 +42,30 @@ fn model(name: &str, vb: VarBuilder) -> anyhow::Result<(Box<dyn Embed>, usize)> 
     };
     Ok(match name {
         "dinov2-small" => (
-            Box::new(dinov2::Dinov2::new(&dinov2(384, 6), vb, SIDE, stats)?),
+            Box::new(dinov2::Dinov2::new(
+                &dinov2(384, 6),
+                vb,
+                SIDE,
+                stats,
+                dinov2::Pooling::Class,
+            )?),
             384,
         ),
         "dinov2-base" => (
-            Box::new(dinov2::Dinov2::new(&dinov2(768, 12), vb, SIDE, stats)?),
+            Box::new(dinov2::Dinov2::new(
+                &dinov2(768, 12),
+                vb,
+                SIDE,
+                stats,
+                dinov2::Pooling::Class,
+            )?),
             768,
         ),
         "clip-b32" => {
             let cfg = clip::Config {
                 projection_dim: 512,
                 vision_config: clip::VisionConfig::default(),
+                text_config: clip::TextConfig::default(),
             };
             (Box::new(clip::ClipVision::new(&cfg, vb, stats)?), 512)
         }

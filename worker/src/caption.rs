@@ -51,7 +51,7 @@ struct Line<'a> {
 }
 
 pub fn run(args: &CaptionArgs) -> anyhow::Result<()> {
-    let at = load::locate(&args.model, Backend::Blip)?;
+    let at = load::locate(&args.model, Backend::Blip.files())?;
     let captioner = Captioner::load(
         &at.name,
         &at.dir,

@@ -78,6 +78,41 @@ pub enum HeadCommand {
     /// Run heads over the embeddings stored under an output prefix and
     /// write heads/NAME/KEY.jsonl beside them, without decoding anything.
     Apply(ApplyArgs),
+    /// Build a head from label names instead of training one: CLIP's text
+    /// tower embeds one prompt per label, and the head answers with CLIP's
+    /// zero-shot probabilities. Needs the checkpoint's tokenizer.json
+    /// (scripts/make_clip_tokenizer.sh writes one). Used as any head is.
+    ZeroShot(ZeroShotArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ZeroShotArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+
+    #[command(flatten)]
+    pub store: fleet::store::S3Args,
+
+    /// The CLIP embed task whose embeddings the head reads.
+    #[arg(long, default_value = "embed.clip-vit-b32", value_parser = PossibleValuesParser::new(schema::task_names().filter(|t| t.starts_with("embed.clip"))))]
+    pub task: String,
+
+    /// The classes, comma-separated: "a person walking,a car,an empty street".
+    #[arg(long, required = true, value_delimiter = ',')]
+    pub labels: Vec<String>,
+
+    /// The prompt each label is put into, at {}.
+    #[arg(long, default_value = "a photo of {}.")]
+    pub template: String,
+
+    /// The head's name: its outputs go to heads/NAME/.
+    #[arg(long, value_parser = crate::heads::parse_name)]
+    pub name: String,
+
+    /// Where to write head.safetensors and head.json: a directory, or
+    /// s3://BUCKET/PREFIX/ in the store.
+    #[arg(long)]
+    pub out: String,
 }
 
 #[derive(Debug, Args)]

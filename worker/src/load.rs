@@ -17,9 +17,9 @@ pub struct Located {
     pub device: candle_core::Device,
 }
 
-/// Finds the model's files (downloading them from the hub if asked) and
+/// Finds the model's `files` (downloading them from the hub if asked) and
 /// opens the device. Blocking.
-pub fn locate(args: &ModelArgs, backend: Backend) -> anyhow::Result<Located> {
+pub fn locate(args: &ModelArgs, files: &'static [&'static str]) -> anyhow::Result<Located> {
     let device = device::parse(&args.device)?;
     let (dir, name) = match (&args.model_dir, &args.hub_repo) {
         (Some(dir), _) => {
@@ -28,10 +28,10 @@ pub fn locate(args: &ModelArgs, backend: Backend) -> anyhow::Result<Located> {
                 .ok()
                 .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
                 .unwrap_or_else(|| dir.display().to_string());
-            (models::files::local(dir, backend.files())?, name)
+            (models::files::local(dir, files)?, name)
         }
         (None, Some(repo)) => (
-            models::files::from_hub(repo, &args.hub_revision, backend.files())?,
+            models::files::from_hub(repo, &args.hub_revision, files)?,
             repo.clone(),
         ),
         (None, None) => anyhow::bail!("pass --model-dir or --hub-repo"),
@@ -61,7 +61,7 @@ pub fn model_for_task(
             PathBuf::from("(no model)"),
         ));
     }
-    let at = locate(args, backend)?;
+    let at = locate(args, backend.files())?;
     let opts = LoadOptions {
         spec,
         name: at.name,

@@ -3,7 +3,8 @@
 //! real tensor names and geometry, on six 224×224 crops of opencv-doc PNG
 //! photos:
 //! - fixtures/dinov2-tiny, a `Dinov2Model` (14-pixel patches, a position
-//!   grid trained at 518), expected `pooler_output`;
+//!   grid trained at 518), expected `pooler_output`, and it beside the
+//!   patch tokens' mean for `-cls-mean`;
 //! - fixtures/clip-tiny, a `CLIPModel` shaped like ViT-B/32 (quick_gelu,
 //!   unbiased projection), expected `get_image_features`.
 
@@ -22,6 +23,7 @@ const TOLERANCE: f32 = 1e-4;
 /// (fixture, task) pairs.
 const CASES: &[(&str, &str)] = &[
     ("dinov2-tiny", "embed.dinov2-small"),
+    ("dinov2-tiny", "embed.dinov2-small-cls-mean"),
     ("clip-tiny", "embed.clip-vit-b32"),
 ];
 
@@ -37,6 +39,20 @@ struct Expected {
     crops: Vec<Crop>,
     side: u32,
     embeddings: Vec<Vec<f32>>,
+    /// DINOv2's class token beside the patch tokens' mean.
+    #[serde(default)]
+    cls_mean: Vec<Vec<f32>>,
+}
+
+impl Expected {
+    /// What `task` must embed each crop as.
+    fn reference(&self, task: &str) -> &[Vec<f32>] {
+        if task.ends_with("-cls-mean") {
+            &self.cls_mean
+        } else {
+            &self.embeddings
+        }
+    }
 }
 
 fn fixture(name: &str) -> PathBuf {
@@ -99,18 +115,18 @@ fn embeddings_match_transformers_batched_and_one_at_a_time() {
     for &(name, task) in CASES {
         let e = expected(name);
         let model = encoder(&fixture(name), task).expect("fixture loads");
-        assert_eq!(model.input_size(), (224, 224), "{name}");
-        let dim = e.embeddings[0].len();
-        assert_eq!(model.embedding_dim(), dim, "{name}");
+        assert_eq!(model.input_size(), (224, 224), "{task}");
+        let dim = e.reference(task)[0].len();
+        assert_eq!(model.embedding_dim(), dim, "{task}");
         let images: Vec<_> = e.crops.iter().map(|c| crop(c, e.side)).collect();
         let pixels: Vec<u8> = images.iter().flat_map(|i| i.as_raw().clone()).collect();
-        let reference: Vec<f32> = e.embeddings.concat();
+        let reference: Vec<f32> = e.reference(task).concat();
 
         let batched = embed(model.as_ref(), &pixels, images.len());
         let diff = max_abs_diff(&batched, &reference);
         assert!(
             diff <= TOLERANCE,
-            "{name}: batched differs from transformers by {diff}"
+            "{task}: batched differs from transformers by {diff}"
         );
 
         let single: Vec<f32> = images
@@ -120,7 +136,7 @@ fn embeddings_match_transformers_batched_and_one_at_a_time() {
         let diff = max_abs_diff(&single, &batched);
         assert!(
             diff <= TOLERANCE,
-            "{name}: one at a time differs from batched by {diff}"
+            "{task}: one at a time differs from batched by {diff}"
         );
 
         // Different photos give different embeddings (the test is not
@@ -128,7 +144,7 @@ fn embeddings_match_transformers_batched_and_one_at_a_time() {
         let spread = max_abs_diff(&reference[..dim], &reference[dim..2 * dim]);
         assert!(
             spread > 0.1,
-            "{name}: the embeddings barely differ: {spread}"
+            "{task}: the embeddings barely differ: {spread}"
         );
     }
 }
@@ -138,7 +154,7 @@ fn embeddings_match_transformers_batched_and_one_at_a_time() {
 #[test]
 fn a_processor_at_odds_with_the_task_is_refused() {
     for &(name, task) in CASES {
-        let dir = std::env::temp_dir().join(format!("ff-{name}-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("ff-{task}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         for file in [
             "config.json",
@@ -156,7 +172,7 @@ fn a_processor_at_odds_with_the_task_is_refused() {
         let message = format!("{}", encoder(&dir, task).err().expect("refused"));
         assert!(
             message.contains("preprocessor_config.json") && message.contains(task),
-            "{name}: {message}"
+            "{task}: {message}"
         );
         std::fs::remove_dir_all(&dir).ok();
     }
@@ -173,7 +189,7 @@ fn worker_embed_prints_the_reference_embedding() {
         let Some(Fit::CenterCrop { short }) = schema::known_task(task).map(|t| t.fit) else {
             panic!("{task} is not a centre-crop task");
         };
-        let dir = std::env::temp_dir().join(format!("ff-{name}-cli-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("ff-{task}-cli-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let png = dir.join("crop.png");
         let first = &e.crops[0];
@@ -201,16 +217,16 @@ fn worker_embed_prints_the_reference_embedding() {
         );
         let line: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
         let got: Vec<f32> = serde_json::from_value(line["embedding"].clone()).expect("embedding");
-        let diff = max_abs_diff(&got, &e.embeddings[0]);
+        let diff = max_abs_diff(&got, &e.reference(task)[0]);
         assert!(
             diff <= TOLERANCE,
-            "{name}: worker embed differs from transformers by {diff}"
+            "{task}: worker embed differs from transformers by {diff}"
         );
 
         let out = run(None);
-        assert_eq!(out.status.code(), Some(1), "{name}");
+        assert_eq!(out.status.code(), Some(1), "{task}");
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains("pass --task"), "{name}: {stderr}");
+        assert!(stderr.contains("pass --task"), "{task}: {stderr}");
         std::fs::remove_dir_all(&dir).ok();
     }
 }

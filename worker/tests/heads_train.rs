@@ -6,7 +6,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use schema::HeadValues;
 use worker::heads::{
-    Head,
+    Head, NewHead,
     spec::Encoder,
     train::{self, Dataset, Loss, Options, Split, Targets},
 };
@@ -68,7 +68,7 @@ fn clusters() -> Dataset {
     }
 }
 
-fn weights(trained: &train::Trained) -> Vec<(String, Vec<f32>)> {
+fn weights(trained: &NewHead) -> Vec<(String, Vec<f32>)> {
     let mut all: Vec<(String, Vec<f32>)> = trained
         .varmap
         .data()
@@ -100,16 +100,33 @@ fn a_class_head_learns_held_out_videos_and_is_deterministic() {
         |_| {},
     )
     .expect("trains");
-    let accuracy = a.spec.validation.accuracy.expect("accuracy");
+    let accuracy = a
+        .spec
+        .validation()
+        .expect("a trained head")
+        .accuracy
+        .expect("accuracy");
     assert!(
         accuracy > 0.9,
         "validation accuracy {accuracy} (chance is 0.33)"
     );
-    assert_eq!(a.spec.training.validation_videos, 2);
-    assert_eq!(a.spec.training.train_videos, 6);
-    let confusion = a.spec.validation.confusion.clone().expect("confusion");
+    assert_eq!(
+        a.spec.training().expect("a trained head").validation_videos,
+        2
+    );
+    assert_eq!(a.spec.training().expect("a trained head").train_videos, 6);
+    let confusion = a
+        .spec
+        .validation()
+        .expect("a trained head")
+        .confusion
+        .clone()
+        .expect("confusion");
     let counted: u64 = confusion.iter().flatten().sum();
-    assert_eq!(counted as usize, a.spec.training.validation_rows);
+    assert_eq!(
+        counted as usize,
+        a.spec.training().expect("a trained head").validation_rows
+    );
 
     let b = train::train(
         &data,
@@ -120,7 +137,10 @@ fn a_class_head_learns_held_out_videos_and_is_deterministic() {
     )
     .expect("trains");
     assert_eq!(weights(&a), weights(&b), "same seed, same head");
-    assert_eq!(a.spec.training.best_epoch, b.spec.training.best_epoch);
+    assert_eq!(
+        a.spec.training().expect("a trained head").best_epoch,
+        b.spec.training().expect("a trained head").best_epoch
+    );
     let mut other = options(Loss::CrossEntropy);
     other.seed = 8;
     let c = train::train(&data, &other, "objects", encoder(), |_| {}).expect("trains");
@@ -208,13 +228,26 @@ fn a_number_head_recovers_a_linear_target_in_its_unit() {
     opts.max_epochs = 300;
     opts.patience = 20;
     let trained = train::train(&data, &opts, "people", encoder(), |_| {}).expect("trains");
-    let mae = trained.spec.validation.mae.expect("mae");
+    let mae = trained
+        .spec
+        .validation()
+        .expect("a trained head")
+        .mae
+        .expect("mae");
     // The target's spread is about 2.1 people; a head that learned nothing
     // is off by about 1.7 on average.
     assert!(mae < 0.2, "validation MAE {mae} people");
     let huber =
         train::train(&data, &options(Loss::Huber), "people", encoder(), |_| {}).expect("trains");
-    assert!(huber.spec.validation.mae.expect("mae") < 0.3);
+    assert!(
+        huber
+            .spec
+            .validation()
+            .expect("a trained head")
+            .mae
+            .expect("mae")
+            < 0.3
+    );
     assert!(
         train::train(
             &data,

@@ -9,7 +9,7 @@ use anyhow::Context;
 use aws_sdk_s3::Client;
 use fleet::store;
 
-use super::{Head, SPEC, WEIGHTS};
+use super::{Head, NewHead, SPEC, WEIGHTS};
 
 /// Whether a `--out` / `--head` argument names the bucket.
 pub fn is_bucket(location: &str) -> bool {
@@ -39,6 +39,18 @@ pub async fn upload(client: &Client, dir: &Path, url: &str) -> anyhow::Result<()
         store::put(client, &at.bucket, &key(&at.key, file), body, content_type).await?;
     }
     Ok(())
+}
+
+/// Saves `head` to `out`: a directory, or a bucket prefix (`client` is
+/// needed then).
+pub async fn save(head: &NewHead, out: &str, client: Option<&Client>) -> anyhow::Result<()> {
+    if !is_bucket(out) {
+        return head.save(Path::new(out));
+    }
+    let client = client.context("a store client is needed to write to the bucket")?;
+    let scratch = ScratchDir::new()?;
+    head.save(&scratch.0)?;
+    upload(client, &scratch.0, out).await
 }
 
 /// Loads the head at `location`: a local directory, or a bucket prefix

@@ -1,15 +1,20 @@
-//! `worker head train` and `worker head apply`.
+//! `worker head train`, `worker head apply` and `worker head zero-shot`.
 
 use std::time::Instant;
 
 use anyhow::Context;
 
-use crate::cli::{ApplyArgs, HeadCommand, TrainArgs};
+use crate::{
+    cli::{ApplyArgs, HeadCommand, TrainArgs, ZeroShotArgs},
+    load,
+    models::clip,
+};
 
 use super::{
     bucket, dataset, labels, offline,
-    spec::Target,
+    spec::{HeadSpec, Target, Training, Validation},
     train::{self, Loss, Targets},
+    zero_shot,
 };
 
 pub fn run(command: HeadCommand) -> anyhow::Result<()> {
@@ -17,6 +22,7 @@ pub fn run(command: HeadCommand) -> anyhow::Result<()> {
     match command {
         HeadCommand::Train(args) => runtime.block_on(train(args)),
         HeadCommand::Apply(args) => runtime.block_on(apply(args)),
+        HeadCommand::ZeroShot(args) => runtime.block_on(zero_shot(args)),
     }
 }
 
@@ -66,21 +72,21 @@ async fn train(args: TrainArgs) -> anyhow::Result<()> {
             );
         })
     })?;
-    let spec = &trained.spec;
-    if bucket::is_bucket(&args.out) {
-        let scratch = bucket::ScratchDir::new()?;
-        trained.save(&scratch.0)?;
-        bucket::upload(&client, &scratch.0, &args.out).await?;
-    } else {
-        trained.save(std::path::Path::new(&args.out))?;
+    bucket::save(&trained, &args.out, Some(&client)).await?;
+    if let (Some(training), Some(validation)) = (trained.spec.training(), trained.spec.validation())
+    {
+        print_summary(
+            &trained.spec,
+            training,
+            validation,
+            started.elapsed().as_secs_f64(),
+        );
     }
-    print_summary(spec, started.elapsed().as_secs_f64());
     Ok(())
 }
 
 /// The validation figures a user reads to decide whether the head is any good.
-fn print_summary(spec: &super::spec::HeadSpec, seconds: f64) {
-    let t = &spec.training;
+fn print_summary(spec: &HeadSpec, t: &Training, v: &Validation, seconds: f64) {
     println!(
         "head {}: {} epochs (best {}) in {seconds:.1} s on {} rows from {} videos; validation on {} rows from {} videos",
         spec.name,
@@ -91,7 +97,6 @@ fn print_summary(spec: &super::spec::HeadSpec, seconds: f64) {
         t.validation_rows,
         t.validation_videos
     );
-    let v = &spec.validation;
     match &spec.target {
         Target::Classes { classes } => {
             println!("validation accuracy {:.3}", v.accuracy.unwrap_or(0.0));
@@ -144,6 +149,40 @@ async fn apply(args: ApplyArgs) -> anyhow::Result<()> {
         report.failed.is_empty(),
         "{} videos failed",
         report.failed.len()
+    );
+    Ok(())
+}
+
+async fn zero_shot(args: ZeroShotArgs) -> anyhow::Result<()> {
+    if bucket::is_bucket(&args.out) {
+        fleet::store::parse_url(&args.out)?;
+    }
+    let head = tokio::task::block_in_place(|| -> anyhow::Result<_> {
+        let at = load::locate(&args.model, clip::TEXT_FILES)?;
+        let text = clip::TextEncoder::load(&at.dir, &at.device)
+            .with_context(|| format!("cannot load CLIP's text tower from {}", at.dir.display()))?;
+        let request = zero_shot::Request {
+            name: &args.name,
+            task: &args.task,
+            model: &at.name,
+            labels: &args.labels,
+            template: &args.template,
+        };
+        zero_shot::build(&text, &request)
+    })?;
+    let client = if bucket::is_bucket(&args.out) {
+        Some(fleet::store::client(&args.store).await?)
+    } else {
+        None
+    };
+    bucket::save(&head, &args.out, client.as_ref()).await?;
+    println!(
+        "head {}: zero-shot over {} labels, for {} embeddings of {} dimensions, written to {}",
+        args.name,
+        args.labels.len(),
+        args.task,
+        head.spec.encoder.dim,
+        args.out
     );
     Ok(())
 }

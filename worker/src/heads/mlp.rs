@@ -1,4 +1,4 @@
-//! The head itself: standardise, then one linear layer, or a hidden layer
+//! The head itself: normalise, then one linear layer, or a hidden layer
 //! with ReLU and a linear output. Tensor names in `head.safetensors`:
 //! `hidden.weight`, `hidden.bias` (when hidden), `out.weight`, `out.bias`.
 
@@ -14,6 +14,7 @@ pub struct Mlp {
     out: Linear,
     mean: Tensor,
     inv_std: Tensor,
+    unit_length: bool,
 }
 
 impl Mlp {
@@ -37,6 +38,7 @@ impl Mlp {
             out: candle_nn::linear(width, outputs, vb.pp("out"))?,
             mean: Tensor::from_slice(&input.mean, (1, dim), device)?,
             inv_std: Tensor::from_vec(inv_std, (1, dim), device)?,
+            unit_length: input.unit_length,
         })
     }
 
@@ -90,6 +92,12 @@ impl Mlp {
 impl Module for Mlp {
     /// Raw embeddings `(rows, dim)` in, logits or a standardised number out.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let x = if self.unit_length {
+            // Floored as torch's `F.normalize`: a zero row stays zero.
+            x.broadcast_div(&x.sqr()?.sum_keepdim(1)?.sqrt()?.maximum(1e-12)?)?
+        } else {
+            x.clone()
+        };
         let x = x.broadcast_sub(&self.mean)?.broadcast_mul(&self.inv_std)?;
         let x = match &self.hidden {
             Some(hidden) => hidden.forward(&x)?.relu()?,

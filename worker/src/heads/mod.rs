@@ -13,11 +13,13 @@ pub mod offline;
 pub mod spec;
 mod stored;
 pub mod train;
+pub mod zero_shot;
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, ensure};
 use candle_core::{D, Device, Module, Tensor};
+use candle_nn::VarMap;
 use schema::{HeadOutputs, HeadValues, Label};
 
 use mlp::Mlp;
@@ -26,7 +28,24 @@ use spec::{HeadSpec, Target};
 pub const WEIGHTS: &str = "head.safetensors";
 pub const SPEC: &str = "head.json";
 
-/// A trained head, ready to run.
+/// A head just made (trained, or built from prompts), before it is saved.
+pub struct NewHead {
+    pub varmap: VarMap,
+    pub spec: HeadSpec,
+}
+
+impl NewHead {
+    /// Writes `head.safetensors` and `head.json` into `dir`, which
+    /// `Head::load` reads.
+    pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        self.varmap.save(dir.join(WEIGHTS))?;
+        std::fs::write(dir.join(SPEC), serde_json::to_vec_pretty(&self.spec)?)?;
+        Ok(())
+    }
+}
+
+/// A head, ready to run.
 pub struct Head {
     pub spec: HeadSpec,
     mlp: Mlp,
@@ -41,11 +60,11 @@ impl Head {
             .with_context(|| format!("{} is not a head description", path.display()))?;
         parse_name(&spec.name).map_err(|e| anyhow::anyhow!("{}: head name {e}", path.display()))?;
         ensure!(
-            spec.format == spec::FORMAT,
+            spec::READABLE.contains(&spec.format.as_str()),
             "{} is format {:?}; this build reads {:?}",
             path.display(),
             spec.format,
-            spec::FORMAT
+            spec::READABLE
         );
         let dim = spec.encoder.dim;
         ensure!(

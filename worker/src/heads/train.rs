@@ -10,8 +10,9 @@ use rand::{SeedableRng, seq::SliceRandom};
 use rand_chacha::ChaCha8Rng;
 
 use super::{
+    NewHead,
     mlp::Mlp,
-    spec::{Encoder, FORMAT, HeadSpec, Normalisation, Target, Training, Validation},
+    spec::{Encoder, FORMAT, HeadSpec, Normalisation, Origin, Target, Training, Validation},
 };
 
 /// Labelled embeddings: row `i` is `x[i*dim..(i+1)*dim]`, from video
@@ -70,25 +71,6 @@ pub struct Epoch {
     pub train_loss: f64,
     pub validation_loss: f64,
     pub best: bool,
-}
-
-pub struct Trained {
-    pub varmap: VarMap,
-    pub spec: HeadSpec,
-}
-
-impl Trained {
-    /// Writes `head.safetensors` and `head.json` into `dir`, which
-    /// `Head::load` reads.
-    pub fn save(&self, dir: &std::path::Path) -> anyhow::Result<()> {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        self.varmap.save(dir.join(super::WEIGHTS))?;
-        std::fs::write(
-            dir.join(super::SPEC),
-            serde_json::to_vec_pretty(&self.spec)?,
-        )?;
-        Ok(())
-    }
 }
 
 /// The name a user passes on the command line.
@@ -159,6 +141,7 @@ fn normalisation(data: &Dataset, rows: &[usize]) -> Normalisation {
             .map(|&s| (s / n).sqrt())
             .map(|s| if s > 1e-6 { s as f32 } else { 1.0 })
             .collect(),
+        unit_length: false,
     }
 }
 
@@ -212,7 +195,7 @@ pub fn train(
     name: &str,
     encoder: Encoder,
     mut progress: impl FnMut(&Epoch),
-) -> anyhow::Result<Trained> {
+) -> anyhow::Result<NewHead> {
     let device = Device::Cpu;
     let classes = match &data.targets {
         Targets::Classes { names, .. } => {
@@ -373,20 +356,22 @@ pub fn train(
         target,
         hidden: opts.hidden,
         input,
-        training: Training {
-            loss: value_name(opts.loss),
-            seed: opts.seed,
-            split: value_name(opts.split),
-            learning_rate: opts.learning_rate,
-            weight_decay: opts.weight_decay,
-            epochs,
-            best_epoch,
-            train_rows: train_rows.len(),
-            validation_rows: validation_rows.len(),
-            train_videos: videos_in(&train_rows),
-            validation_videos: videos_in(&validation_rows),
+        origin: Origin::Trained {
+            training: Training {
+                loss: value_name(opts.loss),
+                seed: opts.seed,
+                split: value_name(opts.split),
+                learning_rate: opts.learning_rate,
+                weight_decay: opts.weight_decay,
+                epochs,
+                best_epoch,
+                train_rows: train_rows.len(),
+                validation_rows: validation_rows.len(),
+                train_videos: videos_in(&train_rows),
+                validation_videos: videos_in(&validation_rows),
+            },
+            validation,
         },
-        validation,
     };
-    Ok(Trained { varmap, spec })
+    Ok(NewHead { varmap, spec })
 }

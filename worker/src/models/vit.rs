@@ -1,6 +1,7 @@
-//! Pieces every vision transformer here shares (BLIP's image encoder,
-//! DINOv2): pixel normalisation, patch embedding, multi-head attention, and resizing a learned
-//! position grid to the input's patch grid.
+//! Pieces every transformer here shares (BLIP's image encoder, DINOv2,
+//! CLIP's two towers): pixel normalisation, patch embedding, multi-head
+//! attention, and resizing a learned position grid to the input's patch
+//! grid.
 
 use candle_core::{DType, Device, Module, Result, Tensor, bail};
 
@@ -86,6 +87,11 @@ impl Attention {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_masked(x, None)
+    }
+
+    /// With `mask` `[n, n]` added to the attention scores (−∞ hides a key).
+    pub fn forward_masked(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         let (b, n, c) = x.dims3()?;
         let qkv = self
             .qkv
@@ -95,7 +101,11 @@ impl Attention {
         let q = (qkv.get(0)? * self.scale)?.contiguous()?;
         let k = qkv.get(1)?.contiguous()?;
         let v = qkv.get(2)?.contiguous()?;
-        let weights = candle_nn::ops::softmax_last_dim(&q.matmul(&k.t()?)?)?;
+        let mut scores = q.matmul(&k.t()?)?;
+        if let Some(mask) = mask {
+            scores = scores.broadcast_add(mask)?;
+        }
+        let weights = candle_nn::ops::softmax_last_dim(&scores)?;
         let out = weights.matmul(&v)?.transpose(1, 2)?.reshape((b, n, c))?;
         self.output.forward(&out)
     }

@@ -1,7 +1,9 @@
 //! DINOv2 (Oquab et al., 2023), the self-supervised ViT, for Hugging Face
 //! `Dinov2Model` checkpoints such as `facebook/dinov2-small` and `-base`.
 //! The embedding is transformers' `pooler_output`: the class token after
-//! the final layernorm.
+//! the final layernorm; `-cls-mean` tasks put the mean of the patch tokens
+//! beside it, as Dinov2ForImageClassification's input and DINOv2's linear
+//! probes do.
 //!
 //! Our own rather than candle-transformers' `dinov2`: that one reads the
 //! original repo's tensor names, not transformers', and resizes the
@@ -84,12 +86,19 @@ pub struct Dinov2 {
     positions: Tensor,
     layers: Vec<Layer>,
     layernorm: LayerNorm,
+    pooling: Pooling,
 }
 
 impl Dinov2 {
     /// Builds the model for `side`×`side` inputs from `vb`, named as in a
     /// transformers checkpoint.
-    pub fn new(cfg: &Config, vb: VarBuilder, side: usize, stats: Statistics) -> Result<Self> {
+    pub fn new(
+        cfg: &Config,
+        vb: VarBuilder,
+        side: usize,
+        stats: Statistics,
+        pooling: Pooling,
+    ) -> Result<Self> {
         let (h, p) = (cfg.hidden_size, cfg.patch_size);
         let emb = vb.pp("embeddings");
         let trained = (cfg.image_size / p).pow(2);
@@ -117,13 +126,15 @@ impl Dinov2 {
                 .map(|i| Layer::load(vb.pp(format!("encoder.layer.{i}")), cfg))
                 .collect::<Result<_>>()?,
             layernorm: layer_norm(h, cfg.layer_norm_eps, vb.pp("layernorm"))?,
+            pooling,
         })
     }
 }
 
 impl Embed for Dinov2 {
     /// `[B, side, side, 3]` RGB24 → the class token after the final
-    /// layernorm, `[B, hidden]`.
+    /// layernorm, `[B, hidden]`, or it and the patch tokens' mean,
+    /// `[B, 2 · hidden]`.
     fn embed(&self, rgb: &Tensor) -> Result<Tensor> {
         let tokens = self.patches.forward(&self.normalise.forward(rgb)?)?;
         let (b, _, h) = tokens.dims3()?;
@@ -132,8 +143,42 @@ impl Embed for Dinov2 {
         for layer in &self.layers {
             x = layer.forward(&x)?;
         }
-        // Layernorm is per token: only the class token's is needed.
-        self.layernorm.forward(&x.i((.., 0))?.contiguous()?)
+        match self.pooling {
+            // Layernorm is per token: only the class token's is needed.
+            Pooling::Class => self.layernorm.forward(&x.i((.., 0))?.contiguous()?),
+            Pooling::ClassAndMean => {
+                let x = self.layernorm.forward(&x)?;
+                let mean = x.i((.., 1..))?.mean(1)?;
+                Tensor::cat(&[&x.i((.., 0))?, &mean], 1)
+            }
+        }
+    }
+}
+
+/// What one image's embedding is made of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pooling {
+    /// The class token: `[hidden]`.
+    Class,
+    /// The class token, then the mean of the patch tokens: `[2 · hidden]`.
+    ClassAndMean,
+}
+
+impl Pooling {
+    /// By the task's name: `embed.dinov2-*-cls-mean` pools both.
+    pub fn for_task(task: &str) -> Self {
+        if task.ends_with("-cls-mean") {
+            Self::ClassAndMean
+        } else {
+            Self::Class
+        }
+    }
+
+    fn width(self, hidden: usize) -> usize {
+        match self {
+            Self::Class => hidden,
+            Self::ClassAndMean => 2 * hidden,
+        }
     }
 }
 
@@ -162,6 +207,13 @@ pub fn load(
     };
     let tensors = candle_core::safetensors::load(&weights, device).map_err(load)?;
     let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
-    let model = Dinov2::new(&cfg, vb, side, stats).map_err(load)?;
-    Ok(Encoder::new(name, model, cfg.hidden_size, side, device))
+    let pooling = Pooling::for_task(spec.name);
+    let model = Dinov2::new(&cfg, vb, side, stats, pooling).map_err(load)?;
+    Ok(Encoder::new(
+        name,
+        model,
+        pooling.width(cfg.hidden_size),
+        side,
+        device,
+    ))
 }

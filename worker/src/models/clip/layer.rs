@@ -1,0 +1,64 @@
+//! One pre-norm transformer layer as both CLIP towers have it:
+//! `x + attn(ln1(x))`, then `x + fc2(act(fc1(ln2(x))))`.
+
+use candle_core::{Module, Result, Tensor};
+use candle_nn::{LayerNorm, VarBuilder, layer_norm};
+
+use super::config::Tower;
+use crate::models::{
+    kernels::linear::{Activation, Linear},
+    vit::Attention,
+};
+
+pub struct Layer {
+    norm1: LayerNorm,
+    attention: Attention,
+    norm2: LayerNorm,
+    fc1: Linear,
+    fc2: Linear,
+}
+
+impl Layer {
+    pub fn load(vb: VarBuilder, cfg: &Tower, act: Activation) -> Result<Self> {
+        let (h, eps) = (cfg.hidden_size, cfg.layer_norm_eps);
+        let attn = vb.pp("self_attn");
+        let part = |name| Linear::load(attn.pp(name), h, h, Activation::Identity);
+        Ok(Self {
+            norm1: layer_norm(h, eps, vb.pp("layer_norm1"))?,
+            attention: Attention::new(
+                Linear::stack(&[part("q_proj")?, part("k_proj")?, part("v_proj")?])?,
+                part("out_proj")?,
+                h,
+                cfg.num_attention_heads,
+            ),
+            norm2: layer_norm(h, eps, vb.pp("layer_norm2"))?,
+            fc1: Linear::load(vb.pp("mlp.fc1"), h, cfg.intermediate_size, act)?,
+            fc2: Linear::load(
+                vb.pp("mlp.fc2"),
+                cfg.intermediate_size,
+                h,
+                Activation::Identity,
+            )?,
+        })
+    }
+
+    /// `mask`: added to the attention scores, as `Attention::forward_masked`.
+    pub fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        let x = (x + self
+            .attention
+            .forward_masked(&self.norm1.forward(x)?, mask)?)?;
+        let mlp = self
+            .fc2
+            .forward(&self.fc1.forward(&self.norm2.forward(&x)?)?)?;
+        x + mlp
+    }
+}
+
+/// The tower's `hidden_act`.
+pub fn activation(name: &str) -> Result<Activation> {
+    match name {
+        "quick_gelu" => Ok(Activation::QuickGelu),
+        "gelu" => Ok(Activation::Gelu),
+        other => candle_core::bail!("activation {other:?} is not supported"),
+    }
+}
