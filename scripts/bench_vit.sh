@@ -7,5 +7,8 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$root/scripts/setup.sh"
 source "$root/scripts/reference-env.sh"
 cd "$root"
+# As the worker sets it at start (worker/src/main.rs): candle otherwise
+# reads /proc/cpuinfo on every matmul.
+export RAYON_NUM_THREADS="${RAYON_NUM_THREADS:-$(nproc)}"
 cargo bench --profile dev --workspace --bench vit
 VIT_THREADS="$(nproc)" "$FF_REF_PYTHON" scripts/bench_vit_torch.py

@@ -4,7 +4,7 @@
 # FF_MINILM_WHEEL (the bert-base-uncased tokenizer.json ships in it) and
 # FF_OPEN_CLIP_WHEEL (CLIP's BPE vocabulary ships in it).
 export FF_REF_PYTHON="$FF_CACHE/refvenv/bin/python"
-if ! "$FF_REF_PYTHON" -c "import torch, transformers, PIL, ftfy" 2>/dev/null; then
+if ! "$FF_REF_PYTHON" -c "import torch, transformers, PIL, ftfy, onnxruntime, onnx" 2>/dev/null; then
   log "creating the reference venv (PyTorch, several GB, once)"
   python3 -m venv "$FF_CACHE/refvenv"
   "$FF_CACHE/refvenv/bin/pip" install -q -r "$root/scripts/reference-requirements.txt"

@@ -1,15 +1,24 @@
-//! Encoder throughput on this machine, side by side in one run:
-//! EfficientNet-Lite0 images/s at several batch sizes, and our depthwise
-//! kernel against candle's grouped convolution on the model's largest
-//! depthwise layer. Needs the converted model (`FF_MODEL_DIR`, set by
-//! scripts/setup.sh). Run: `scripts/bench.sh`.
+//! EfficientNet-Lite0 on CPU beside ONNX Runtime, side by side in one run:
+//! images/s at several batch sizes for our encoder, then for ONNX Runtime
+//! on the same weights in its own process (scripts/bench_effnet_ort.py,
+//! when the reference env is there), with the ratio and the largest
+//! difference between the two embeddings of the first image; and our
+//! depthwise kernel against candle's grouped convolution on the model's
+//! widest depthwise layer. Needs the converted model (`FF_MODEL_DIR`, set
+//! by scripts/setup.sh). Run: `scripts/bench.sh`.
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::BTreeMap,
+    process::Command,
+    time::{Duration, Instant},
+};
 
 use candle_core::{Device, Tensor};
 use worker::models::{EffnetEncoder, Images, Model, kernels::depthwise};
 
-fn time<T>(min: Duration, mut f: impl FnMut() -> T) -> (f64, usize) {
+const BATCHES: [usize; 3] = [1, 8, 32];
+
+fn time<T>(min: Duration, mut f: impl FnMut() -> T) -> f64 {
     f(); // warm-up
     let start = Instant::now();
     let mut runs = 0;
@@ -17,7 +26,49 @@ fn time<T>(min: Duration, mut f: impl FnMut() -> T) -> (f64, usize) {
         std::hint::black_box(f());
         runs += 1;
     }
-    (start.elapsed().as_secs_f64() / runs as f64, runs)
+    start.elapsed().as_secs_f64() / runs as f64
+}
+
+/// ONNX Runtime's images/s per batch, run by the reference env's Python,
+/// which also compares its embedding of the first image with `ours`.
+fn onnx_runtime(dir: &str, ours: &[f32]) -> anyhow::Result<BTreeMap<usize, f64>> {
+    let python = std::env::var("FF_REF_PYTHON")
+        .map_err(|_| anyhow::anyhow!("FF_REF_PYTHON is not set (scripts/bench.sh sets it)"))?;
+    let first = std::env::temp_dir().join(format!("ff-effnet-ours-{}.f32", std::process::id()));
+    std::fs::write(
+        &first,
+        ours.iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect::<Vec<_>>(),
+    )?;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../scripts/bench_effnet_ort.py"
+    );
+    let batches = BATCHES.map(|b| b.to_string()).join(",");
+    let out = Command::new(python)
+        .args([script, dir])
+        .env("EFFNET_OURS", &first)
+        .env("EFFNET_BATCHES", batches)
+        .env("EFFNET_THREADS", rayon::current_num_threads().to_string())
+        .output()?;
+    std::fs::remove_file(&first).ok();
+    anyhow::ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut rates = BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        match cells.as_slice() {
+            ["", name, batch, _, ips, ""] if name.starts_with("ONNX Runtime") => {
+                rates.insert(batch.parse()?, ips.parse()?);
+            }
+            _ => println!("{line}"),
+        }
+    }
+    Ok(rates)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -25,46 +76,65 @@ fn main() -> anyhow::Result<()> {
         .map_err(|_| anyhow::anyhow!("set FF_MODEL_DIR (scripts/setup.sh does)"))?;
     let encoder = EffnetEncoder::load(std::path::Path::new(&dir), &Device::Cpu)?;
     let (w, h) = encoder.input_size();
-    println!("| batch | ms/batch | images/s | vs batch 1 |");
-    println!("|---:|---:|---:|---:|");
-    let mut base = 0.0;
-    for batch in [1usize, 8, 32] {
-        let pixels: Vec<u8> = (0..batch * w * h * 3)
-            .map(|i| (i * 31 % 251) as u8)
-            .collect();
-        let images = Images {
-            pixels: &pixels,
-            count: batch,
-            width: w,
-            height: h,
-        };
-        let (secs, _) = time(Duration::from_secs(3), || {
-            encoder.infer(images).map(|e| e.dim)
+    let threads = rayon::current_num_threads();
+    // The pattern bench_effnet_ort.py feeds ONNX Runtime.
+    let biggest = BATCHES[BATCHES.len() - 1];
+    let pixels: Vec<u8> = (0..biggest * w * h * 3)
+        .map(|i| (i * 31 % 251) as u8)
+        .collect();
+    let images = |count| Images {
+        pixels: &pixels[..count * w * h * 3],
+        count,
+        width: w,
+        height: h,
+    };
+    let mut ours = BTreeMap::new();
+    for batch in BATCHES {
+        let secs = time(Duration::from_secs(3), || {
+            encoder.infer(images(batch)).map(|e| e.dim)
         });
-        let ips = batch as f64 / secs;
-        if batch == 1 {
-            base = ips;
-        }
+        ours.insert(batch, (secs, batch as f64 / secs));
+    }
+    let first = encoder.infer(images(1))?.embeddings;
+    let reference = onnx_runtime(&dir, &first)
+        .map_err(|e| eprintln!("ONNX Runtime not run: {e:#}"))
+        .unwrap_or_default();
+    println!("EfficientNet-Lite0, 224², {threads} threads");
+    println!(
+        "| batch | ours ms/batch | ours images/s | ONNX Runtime images/s | ours / ONNX Runtime |"
+    );
+    println!("|---:|---:|---:|---:|---:|");
+    for (batch, (secs, ips)) in &ours {
+        let (theirs, ratio) = reference.get(batch).map_or(("-".into(), "-".into()), |r| {
+            (format!("{r:.1}"), format!("{:.2}x", ips / r))
+        });
         println!(
-            "| {batch} | {:.1} | {ips:.1} | {:.2}x |",
-            secs * 1e3,
-            ips / base
+            "| {batch} | {:.1} | {ips:.1} | {theirs} | {ratio} |",
+            secs * 1e3
         );
     }
 
-    let x = Tensor::randn(0f32, 1.0, (8, 1152, 7, 7), &Device::Cpu)?;
-    let k = Tensor::randn(0f32, 1.0, (1152, 1, 5, 5), &Device::Cpu)?;
-    let (ours, _) = time(Duration::from_secs(2), || {
-        depthwise::depthwise_same(&x, &k, 1)
+    let x = Tensor::randn(0f32, 1.0, (8, 7, 7, 1152), &Device::Cpu)?;
+    let k = Tensor::randn(0f32, 1.0, (5, 5, 1152), &Device::Cpu)?;
+    let bias = Tensor::zeros(1152, candle_core::DType::F32, &Device::Cpu)?;
+    let ours = time(Duration::from_secs(2), || {
+        depthwise::depthwise_nhwc(&x, &k, &bias, 1, false)
     });
-    let padded = x.pad_with_zeros(2, 2, 2)?.pad_with_zeros(3, 2, 2)?;
-    let (candle, _) = time(Duration::from_secs(2), || padded.conv2d(&k, 0, 1, 1, 1152));
+    let nchw = x
+        .permute((0, 3, 1, 2))?
+        .pad_with_zeros(2, 2, 2)?
+        .pad_with_zeros(3, 2, 2)?
+        .contiguous()?;
+    let kernel = k.permute((2, 0, 1))?.unsqueeze(1)?.contiguous()?;
+    let candle = time(Duration::from_secs(2), || {
+        nchw.conv2d(&kernel, 0, 1, 1, 1152)
+    });
     println!();
-    println!("| depthwise 5x5, [8, 1152, 7, 7] | ms |");
+    println!("| depthwise 5x5, 8 x 7 x 7 x 1152 | ms |");
     println!("|---|---:|");
-    println!("| ours | {:.2} |", ours * 1e3);
+    println!("| ours (NHWC, bias and ReLU6 fused) | {:.2} |", ours * 1e3);
     println!(
-        "| candle conv2d, groups = 1152 | {:.2} ({:.0}x slower) |",
+        "| candle conv2d, groups = 1152 (NCHW) | {:.2} ({:.0}x slower) |",
         candle * 1e3,
         candle / ours
     );

