@@ -1,7 +1,8 @@
 //! `worker embed` on real photos with the real EfficientNet-Lite0 weights
 //! (`FF_TEST_MODEL_DIR`, set by scripts/test.sh): one line per image, the
-//! task found from config.json, batched equal to one at a time, and heads
-//! answering beside the embedding.
+//! task found from config.json, batched equal to one at a time, equal to an
+//! independent float64 numpy forward pass, and heads answering beside the
+//! embedding.
 
 use std::process::Command;
 
@@ -68,6 +69,66 @@ fn embeds_files_batched_as_one_at_a_time() {
         "{}",
         batched[0]["labels"]
     );
+}
+
+/// scripts/effnet_reference.py: the network in float64 numpy from the
+/// checkpoint's layers, batch norms unfolded, on the same pixels (224²
+/// crops of real photos, so nothing is resampled). It agrees with ONNX
+/// Runtime on the same weights to 4e-6 (scripts/bench.sh prints that).
+#[test]
+fn embeddings_equal_an_independent_numpy_forward_pass() {
+    let python = std::env::var("FF_PYTHON").expect("FF_PYTHON: run through scripts/test.sh");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../scripts/effnet_reference.py"
+    );
+    let dir = std::env::temp_dir().join(format!("ff-effnet-reference-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    for (photo, left, top) in [("orange.jpg", 40, 30), ("baboon.jpg", 150, 200)] {
+        let crop = image::open(format!("{DATA}/{photo}"))
+            .expect("opencv-doc photo")
+            .crop_imm(left, top, 224, 224)
+            .to_rgb8();
+        let (png, rgb) = (
+            dir.join(format!("{photo}.png")),
+            dir.join(format!("{photo}.rgb")),
+        );
+        crop.save(&png).expect("png");
+        std::fs::write(&rgb, crop.as_raw()).expect("rgb");
+        let out = Command::new(env!("CARGO_BIN_EXE_worker"))
+            .args(["embed", "--model-dir", &model_dir()])
+            .arg(&png)
+            .output()
+            .expect("worker runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let ours = embedding(&serde_json::from_slice(&out.stdout).expect("one JSON line"));
+        let out = Command::new(&python)
+            .args([script, &model_dir()])
+            .arg(&rgb)
+            .arg("224")
+            .output()
+            .expect("the reference runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let reference: Vec<f64> = serde_json::from_slice(&out.stdout).expect("a JSON list");
+        assert_eq!(ours.len(), reference.len());
+        let worst = ours
+            .iter()
+            .zip(&reference)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f64::max);
+        let largest = reference.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        assert!(largest > 1.0, "{photo}: a degenerate embedding");
+        assert!(worst < 1e-4, "{photo}: differs from numpy by {worst}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
