@@ -10,6 +10,9 @@ use clap::{ArgGroup, Args, Parser, Subcommand, builder::PossibleValuesParser};
 /// Exit codes: 0 after a clean shutdown (SIGINT/SIGTERM drain in-flight jobs
 /// first) or a finished command, 1 on a runtime error (model, broker, an
 /// unreadable image), 2 on bad usage.
+///
+/// CPU threads: `RAYON_NUM_THREADS`, by default the CPUs this process may
+/// use (its affinity mask and cgroup quota).
 #[derive(Debug, Parser)]
 #[command(
     version,

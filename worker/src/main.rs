@@ -37,7 +37,7 @@ fn main() -> ExitCode {
 #[allow(unsafe_code)]
 fn count_threads_once() {
     const VAR: &str = "RAYON_NUM_THREADS";
-    if std::env::var_os(VAR).is_some() {
+    if std::env::var_os(VAR).is_some_and(|v| !v.is_empty()) {
         return;
     }
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
