@@ -122,31 +122,6 @@ impl Publisher {
         })
     }
 
-    /// Publishes every payload with their confirms in flight together, so
-    /// that a batch costs one round trip to the broker rather than one per
-    /// message, and returns once each is confirmed. A payload whose first
-    /// try is nacked or lost with the connection is published again as
-    /// `publish` does; only an unroutable key or an unrecoverable broker
-    /// error is returned.
-    pub async fn publish_all(&self, key: &str, payloads: &[Vec<u8>]) -> Result<(), PublishError> {
-        let mut sent = Vec::with_capacity(payloads.len());
-        for payload in payloads {
-            sent.push(self.send(key, payload, FieldTable::default()).await);
-        }
-        for (payload, sent) in payloads.iter().zip(sent) {
-            let outcome = match sent {
-                Ok(pending) => pending.wait().await,
-                Err(e) => Err(e),
-            };
-            match outcome {
-                Ok(()) => {}
-                Err(e @ PublishError::Unroutable { .. }) => return Err(e),
-                Err(_) => self.publish(key, payload, FieldTable::default()).await?,
-            }
-        }
-        Ok(())
-    }
-
     /// Publishes until confirmed. A nack (a full queue pushing back) waits
     /// with exponential backoff and tries again for as long as it takes; a
     /// lost connection waits for lapin's recovery. Only an unroutable key or

@@ -1,6 +1,5 @@
 //! Publishes one result per job and acks the job only once the result is
-//! confirmed; a batch's results are in flight together, so a fast device
-//! waits one broker round trip per batch, not one per job. A model failure requeues the batch's jobs; RabbitMQ's delivery
+//! confirmed. A model failure requeues the batch's jobs; RabbitMQ's delivery
 //! limit dead-letters a job that keeps failing.
 
 use std::time::{Duration, Instant};
@@ -70,8 +69,6 @@ impl Reply {
         Ok(())
     }
 
-    /// Publishes one result per job, all in flight together, then acks
-    /// the jobs: each only after its result is confirmed.
     async fn publish(
         &self,
         jobs: Vec<crate::intake::Job>,
@@ -80,8 +77,6 @@ impl Reply {
     ) -> anyhow::Result<usize> {
         let dim = outputs.dim;
         let mut offset = 0;
-        let mut payloads = Vec::with_capacity(jobs.len());
-        let mut ackers = Vec::with_capacity(jobs.len());
         for j in jobs {
             let job = j.job;
             let n = job.frames.len();
@@ -119,16 +114,13 @@ impl Reply {
                     .collect(),
             };
             offset += n;
-            payloads.push(schema::encode(&Message::FrameResult(result))?);
-            ackers.push(j.delivery.acker);
-        }
-        self.results
-            .publish_all(Topology::RESULTS_KEY, &payloads)
-            .await?;
-        // The results are out; a job whose ack is lost comes back and its
-        // duplicate result is absorbed by the idempotent collector.
-        for acker in ackers {
-            if fleet::settle::ack(&acker).await {
+            let payload = schema::encode(&Message::FrameResult(result))?;
+            self.results
+                .publish(Topology::RESULTS_KEY, &payload, Default::default())
+                .await?;
+            // The result is out; a job whose ack is lost comes back and its
+            // duplicate result is absorbed by the idempotent collector.
+            if fleet::settle::ack(&j.delivery.acker).await {
                 metrics::counter!(fleet::metrics::JOBS_ACKED).increment(1);
             }
             self.held.settle();
