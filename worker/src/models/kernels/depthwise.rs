@@ -41,7 +41,13 @@ pub fn depthwise_nhwc(
         .permute((0, 3, 1, 2))?
         .pad_with_zeros(2, top, bottom)?
         .pad_with_zeros(3, left, right)?
-        .conv2d(&w.permute((2, 0, 1))?.unsqueeze(1)?, 0, stride, 1, c)?
+        .conv2d(
+            &w.permute((2, 0, 1))?.unsqueeze(1)?.contiguous()?,
+            0,
+            stride,
+            1,
+            c,
+        )?
         .permute((0, 2, 3, 1))?
         .broadcast_add(bias)?;
     if relu6 { y.clamp(0f32, 6f32) } else { Ok(y) }
