@@ -1,6 +1,6 @@
 //! One video travels bucket → RabbitMQ → worker → bucket, for real.
 
-use std::{path::Path, time::Duration};
+use std::{path::Path, process::Command, time::Duration};
 
 use e2e::{Fleet, OPENCV_DATA, env, ffmpeg, ffprobe_frames, numpy_shape, read_npy_f32};
 use serde_json::Value;
@@ -80,6 +80,25 @@ fn make_videos(dir: &Path) -> anyhow::Result<()> {
     let full = std::fs::read(&webm)?;
     std::fs::write(dir.join("cut.webm"), &full[..full.len() / 3])?;
     Ok(())
+}
+
+/// Positions, in presentation order, of the frames ffprobe reports as I
+/// pictures.
+fn intra_positions(path: &Path) -> anyhow::Result<Vec<u64>> {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0"])
+        .args(["-show_entries", "frame=pict_type", "-of", "csv=p=0"])
+        .arg(path)
+        .output()?;
+    anyhow::ensure!(out.status.success(), "ffprobe {}", path.display());
+    Ok(String::from_utf8(out.stdout)?
+        .lines()
+        // ffprobe adds a blank line for a frame's side data.
+        .filter(|line| !line.trim().is_empty())
+        .enumerate()
+        .filter(|(_, t)| t.trim().trim_end_matches(',') == "I")
+        .map(|(i, _)| i as u64)
+        .collect())
 }
 
 fn frames_json(bytes: &[u8]) -> anyhow::Result<Vec<Value>> {
@@ -168,6 +187,12 @@ async fn videos_become_embeddings_and_failures_become_reasons() -> anyhow::Resul
             Path::new(OPENCV_DATA).join("vtest.avi").as_path(),
         )
         .await?;
+    fleet
+        .upload(
+            "keyframes/vtest.avi",
+            Path::new(OPENCV_DATA).join("vtest.avi").as_path(),
+        )
+        .await?;
 
     let model = env("FF_TEST_MODEL_DIR")?;
     fleet.spawn("producer", "producer", &["run", "--job-frames", "16"])?;
@@ -194,6 +219,17 @@ async fn videos_become_embeddings_and_failures_become_reasons() -> anyhow::Resul
             "every=10",
         ],
     )?;
+    fleet.run(
+        "producer",
+        &[
+            "submit",
+            &format!("s3://{bucket}/keyframes/"),
+            "--task",
+            TASK,
+            "--sample",
+            "keyframes",
+        ],
+    )?;
 
     let keys = [
         "in/synthetic.mp4",
@@ -202,6 +238,7 @@ async fn videos_become_embeddings_and_failures_become_reasons() -> anyhow::Resul
         "in/notes.txt",
         "vtest/vtest.avi",
         "in/cut.webm",
+        "keyframes/vtest.avi",
     ];
     let status = fleet
         .wait_for_status(&keys, Duration::from_secs(600))
@@ -241,6 +278,18 @@ async fn videos_become_embeddings_and_failures_become_reasons() -> anyhow::Resul
         Some(vtest),
         "every vtest frame decoded"
     );
+    // Keyframes only: the I pictures at their positions, the rest never
+    // decoded, and the video still complete.
+    let intra = intra_positions(&Path::new(OPENCV_DATA).join("vtest.avi"))?;
+    assert_eq!(state(6), "done", "{:#}", status[6]);
+    let keyframes = check_video(&fleet, "keyframes/vtest.avi", intra.len() as u64).await?;
+    let positions: Vec<u64> = keyframes
+        .iter()
+        .map(|f| f["index"].as_u64().unwrap_or(u64::MAX))
+        .collect();
+    assert_eq!(positions, intra);
+    let decoded = status[6]["decoded"].as_u64().unwrap_or(u64::MAX);
+    assert!(decoded < vtest / 10, "decoded {decoded} of {vtest} frames");
 
     let photos = check_video(
         &fleet,

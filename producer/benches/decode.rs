@@ -12,6 +12,11 @@
 //! first 300 frames scaled to 270p, 720p and 1080p H.264 (libx264 medium,
 //! CRF 23), made once into the system temp dir. Env: DECODE_RUNS (5),
 //! DECODE_CLIPS (vtest,270p,720p,1080p).
+//!
+//! A second table times the sparse sampling modes on one thread against
+//! decoding every frame: `fps=1` with the decoder decoding every frame and
+//! with it skipping unreferenced frames between instants, `keyframes`, and
+//! `scene`.
 
 use std::{
     path::{Path, PathBuf},
@@ -72,23 +77,78 @@ fn clip(name: &str) -> anyhow::Result<PathBuf> {
 }
 
 fn ours(path: &Path, threads: usize) -> anyhow::Result<(f64, u64)> {
+    let (seconds, bytes, _) = sampled(path, threads, Sampling::All, true)?;
+    Ok((seconds, bytes))
+}
+
+/// Seconds, bytes of pixels kept, and frames the decoder returned.
+fn sampled(
+    path: &Path,
+    threads: usize,
+    sampling: Sampling,
+    skip_unsampled: bool,
+) -> anyhow::Result<(f64, u64, u64)> {
     let settings = Settings {
         width: SIDE,
         height: SIDE,
         fit: Fit::Stretch,
-        sampling: Sampling::All,
+        sampling,
         job_frames: 32,
         job_bytes: 8 << 20,
         threads,
         ca_file: None,
+        skip_unsampled,
     };
     let started = Instant::now();
     let mut bytes = 0u64;
-    decode::decode(&path.to_string_lossy(), &settings, |batch| {
+    let summary = decode::decode(&path.to_string_lossy(), &settings, |batch| {
         bytes += batch.pixels.len() as u64;
         true
     })?;
-    Ok((started.elapsed().as_secs_f64(), bytes))
+    Ok((started.elapsed().as_secs_f64(), bytes, summary.decoded))
+}
+
+/// The sparse modes on one thread, each timed after an every-frame decode
+/// of the same clip; the speed-up is the median of those pairs' ratios.
+fn sparse(clips: &str, runs: usize) -> anyhow::Result<()> {
+    let modes = [
+        ("fps=1, every frame decoded", Sampling::Fps(1.0), false),
+        (
+            "fps=1, unreferenced frames skipped",
+            Sampling::Fps(1.0),
+            true,
+        ),
+        ("keyframes", Sampling::Keyframes, true),
+        ("scene (0.4)", Sampling::Scene(0.4), true),
+    ];
+    println!();
+    println!(
+        "sparse sampling, 1 thread, {runs} runs per pair, against decoding and keeping every frame"
+    );
+    println!("| clip | mode | frames kept | frames decoded | s | every frame s | speed-up |");
+    println!("|---|---|---:|---:|---:|---:|---:|");
+    for name in clips.split(',') {
+        let path = clip(name)?;
+        for (label, sampling, skip) in modes {
+            let (mut us, mut all, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut kept, mut decoded) = (0, 0);
+            for _ in 0..runs {
+                let (base, ..) = sampled(&path, 1, Sampling::All, true)?;
+                let (seconds, bytes, frames) = sampled(&path, 1, sampling, skip)?;
+                (kept, decoded) = (bytes / u64::from(SIDE * SIDE * 3), frames);
+                us.push(seconds);
+                all.push(base);
+                ratios.push(base / seconds);
+            }
+            println!(
+                "| {name} | {label} | {kept} | {decoded} | {:.3} | {:.3} | {:.1}x |",
+                median(us),
+                median(all),
+                median(ratios)
+            );
+        }
+    }
+    Ok(())
 }
 
 fn cli(path: &Path, threads: Option<usize>) -> anyhow::Result<(f64, u64)> {
@@ -164,5 +224,5 @@ fn main() -> anyhow::Result<()> {
             );
         }
     }
-    Ok(())
+    sparse(&clips, runs)
 }

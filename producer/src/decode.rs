@@ -5,19 +5,18 @@
 use std::time::Instant;
 
 use ffmpeg::{
-    Packet, Rational,
-    format::Pixel,
-    software::scaling::{Context as Scaler, Flags},
-    util::frame::Video as VideoFrame,
+    Packet, Rational, format::Pixel, software::scaling::Flags, util::frame::Video as VideoFrame,
 };
 use ffmpeg_next as ffmpeg;
 use schema::{Coverage, Fit, Frame, Sampling};
 use thiserror::Error;
 
 use crate::{
+    ledger::Ledger,
     orient::Rotation,
     prebatch::{Batch, Prebatcher},
-    sampler::Sampler,
+    rescale::Rescaler,
+    sampler::{self, Sampler},
     timeline::{Timeline, shortfall},
 };
 
@@ -104,11 +103,17 @@ pub struct Settings {
     pub job_bytes: usize,
     /// Decoder threads; 0 is libavcodec's choice from the core count.
     pub threads: usize,
+    /// Let the decoder drop frames the sampling will not keep (`fps`
+    /// sampling: unreferenced frames between sampling instants; keyframes:
+    /// every non-intra frame). The producer always does; tests and the
+    /// decode bench turn it off to compare against decoding every frame.
+    pub skip_unsampled: bool,
     /// A CA libav must trust for an `https://` store beyond the system's.
     pub ca_file: Option<std::path::PathBuf>,
 }
 
 pub struct Summary {
+    /// Frames the decoder returned: every frame, less those it was let skip.
     pub decoded: u64,
     pub sampled: u64,
     pub decode_ms: u64,
@@ -123,8 +128,7 @@ pub fn init() -> Result<(), ffmpeg::Error> {
 }
 
 struct Converter {
-    /// Built for the first frame's format and size, rebuilt if they change.
-    scaler: Option<(Scaler, (Pixel, u32, u32))>,
+    rescaler: Rescaler,
     out: VideoFrame,
     packed: Vec<u8>,
     /// The model's input size, upright.
@@ -137,7 +141,7 @@ struct Converter {
 impl Converter {
     fn new(width: u32, height: u32, fit: Fit, rotation: Rotation) -> Self {
         Self {
-            scaler: None,
+            rescaler: Rescaler::new(Pixel::RGB24, Flags::BICUBIC),
             out: VideoFrame::empty(),
             packed: vec![0; (width * height * 3) as usize],
             width,
@@ -154,37 +158,17 @@ impl Converter {
     /// is the same picture, at a fraction of the pixels); returns packed
     /// RGB24 rows.
     fn convert(&mut self, frame: &VideoFrame) -> Result<&[u8], DecodeError> {
-        let input = (frame.format(), frame.width(), frame.height());
-        let error = |source| DecodeError::Scale {
-            format: input.0,
-            width: input.1,
-            height: input.2,
-            source,
-        };
         // The stored picture's orientation: the model's sides, turned.
         let (crop_w, crop_h) = if self.rotation.swaps_sides() {
             (self.height, self.width)
         } else {
             (self.width, self.height)
         };
-        let (scaled_w, scaled_h) = self.fit.scaled_size(input.1, input.2, crop_w, crop_h);
-        let scaler = match &mut self.scaler {
-            Some((scaler, built_for)) if *built_for == input => scaler,
-            slot => {
-                let scaler = Scaler::get(
-                    input.0,
-                    input.1,
-                    input.2,
-                    Pixel::RGB24,
-                    scaled_w,
-                    scaled_h,
-                    Flags::BICUBIC,
-                )
-                .map_err(error)?;
-                &mut slot.insert((scaler, input)).0
-            }
-        };
-        scaler.run(frame, &mut self.out).map_err(error)?;
+        let (scaled_w, scaled_h) =
+            self.fit
+                .scaled_size(frame.width(), frame.height(), crop_w, crop_h);
+        self.rescaler
+            .run(frame, scaled_w, scaled_h, &mut self.out)?;
         let stride = self.out.stride(0);
         let (x, y) = ((scaled_w - crop_w) / 2, (scaled_h - crop_h) / 2);
         self.rotation.apply(
@@ -241,6 +225,9 @@ pub fn decode(
     let frame_bytes = (settings.width * settings.height * 3) as usize;
     let mut batcher = Prebatcher::new(settings.job_frames, settings.job_bytes, frame_bytes);
     let mut sampler = Sampler::new(settings.sampling);
+    let mut ledger =
+        (settings.skip_unsampled && sampler::skips(settings.sampling)).then(Ledger::default);
+    let time_base = stream.time_base();
     let rotation = stream
         .side_data()
         .find(|d| d.kind() == ffmpeg::codec::packet::side_data::Type::DisplayMatrix)
@@ -251,31 +238,36 @@ pub fn decode(
     let mut counts = Counts::default();
     let mut frame = VideoFrame::empty();
 
-    let mut drain =
-        |decoder: &mut ffmpeg::decoder::Video, counts: &mut Counts| -> Result<bool, DecodeError> {
-            while decoder.receive_frame(&mut frame).is_ok() {
-                let index = counts.decoded;
-                counts.decoded += 1;
-                metrics::counter!(fleet::metrics::FRAMES_DECODED).increment(1);
-                // Damage the decoder concealed (a broken slice painted over) is
-                // still damage: the frame is kept, and counted.
-                if frame.is_corrupt() || frame.has_decode_errors() {
-                    counts.errors += 1;
-                }
-                let pts_s = timeline.next(frame.timestamp());
-                if !sampler.keep(index, pts_s) {
-                    continue;
-                }
-                counts.sampled += 1;
-                let pixels = converter.convert(&frame)?;
-                if let Some(batch) = batcher.push(Frame { index, pts_s }, pixels)
-                    && !emit(batch)
-                {
-                    return Ok(false);
-                }
+    let mut drain = |decoder: &mut ffmpeg::decoder::Video,
+                     counts: &mut Counts,
+                     mut ledger: Option<&mut Ledger>|
+     -> Result<bool, DecodeError> {
+        while decoder.receive_frame(&mut frame).is_ok() {
+            let index = match ledger.as_deref_mut() {
+                Some(ledger) => ledger.index(frame.timestamp()),
+                None => counts.decoded,
+            };
+            counts.decoded += 1;
+            metrics::counter!(fleet::metrics::FRAMES_DECODED).increment(1);
+            // Damage the decoder concealed (a broken slice painted over) is
+            // still damage: the frame is kept, and counted.
+            if frame.is_corrupt() || frame.has_decode_errors() {
+                counts.errors += 1;
             }
-            Ok(true)
-        };
+            let pts_s = timeline.next(frame.timestamp());
+            if !sampler.keep(index, pts_s, &frame)? {
+                continue;
+            }
+            counts.sampled += 1;
+            let pixels = converter.convert(&frame)?;
+            if let Some(batch) = batcher.push(Frame { index, pts_s }, pixels)
+                && !emit(batch)
+            {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    };
 
     loop {
         // A fresh packet each time: `av_read_frame` overwrites the packet
@@ -301,17 +293,26 @@ pub fn decode(
         if packet.stream() != stream_index {
             continue;
         }
+        if let Some(ledger) = &mut ledger {
+            let before = ledger.record(packet.pts());
+            let at = |ts: Option<i64>| ts.and_then(|ts| seconds(ts, time_base));
+            decoder.skip_frame(sampler::discard(
+                settings.sampling,
+                at(packet.pts()),
+                at(before),
+            ));
+        }
         if decoder.send_packet(&packet).is_err() {
             // A corrupt packet costs its frame, not the video.
             counts.errors += 1;
             continue;
         }
-        if !drain(&mut decoder, &mut counts)? {
+        if !drain(&mut decoder, &mut counts, ledger.as_mut())? {
             return Err(DecodeError::Cancelled);
         }
     }
     decoder.send_eof().map_err(DecodeError::Codec)?;
-    if !drain(&mut decoder, &mut counts)? {
+    if !drain(&mut decoder, &mut counts, ledger.as_mut())? {
         return Err(DecodeError::Cancelled);
     }
     if counts.decoded == 0 {
@@ -324,7 +325,12 @@ pub fn decode(
     {
         return Err(DecodeError::Cancelled);
     }
-    let covered_s = timeline.covered_s();
+    // Frames the decoder skipped still count as covered: the packets say
+    // how far the video reaches.
+    let covered_s = match ledger.as_ref().and_then(Ledger::last_pts) {
+        Some(last) => timeline.covered_to(seconds(last, time_base).unwrap_or(f64::NAN)),
+        None => timeline.covered_s(),
+    };
     Ok(Summary {
         decoded: counts.decoded,
         sampled: counts.sampled,

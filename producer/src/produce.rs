@@ -237,6 +237,7 @@ impl Producer {
             job_bytes: self.args.job_bytes,
             threads: self.args.decode_threads as usize,
             ca_file: self.store.s3_ca_file.clone(),
+            skip_unsampled: true,
         };
         let in_flight = self.args.max_in_flight as usize;
         let (tx, mut rx) = mpsc::channel::<Batch>(in_flight);

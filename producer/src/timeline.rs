@@ -65,8 +65,16 @@ impl Timeline {
     /// Seconds from the stream's start to the end of the last frame (which
     /// lasts one nominal interval); 0 before any frame.
     pub fn covered_s(&self) -> f64 {
+        self.covered_to(f64::NEG_INFINITY)
+    }
+
+    /// As `covered_s`, when a frame the decoder skipped was shown at
+    /// `shown_s`, possibly after the last frame it returned.
+    pub fn covered_to(&self, shown_s: f64) -> f64 {
         match (self.first, self.last) {
-            (Some(first), Some(last)) => last + self.interval - self.start.unwrap_or(first),
+            (Some(first), Some(last)) => {
+                last.max(shown_s) + self.interval - self.start.unwrap_or(first)
+            }
             _ => 0.0,
         }
     }
@@ -119,6 +127,9 @@ mod tests {
             [0.0, 0.5, 2.0]
         );
         assert_eq!(t.covered_s(), 2.5);
+        // Frames skipped after the last one returned still count.
+        assert_eq!(t.covered_to(3.0), 3.5);
+        assert_eq!(t.covered_to(1.0), 2.5);
     }
 
     #[test]

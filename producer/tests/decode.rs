@@ -55,6 +55,7 @@ fn run(path: &Path) -> (Summary, Vec<Frame>) {
         job_bytes: 1 << 20,
         threads: 1,
         ca_file: None,
+        skip_unsampled: true,
     };
     let mut frames = Vec::new();
     let summary = decode::decode(&path.to_string_lossy(), &settings, |batch| {
@@ -209,6 +210,7 @@ fn fitted(path: &Path, fit: Fit) -> Vec<u8> {
         job_bytes: 1 << 20,
         threads: 1,
         ca_file: None,
+        skip_unsampled: true,
     };
     let mut pixels = Vec::new();
     decode::decode(&path.to_string_lossy(), &settings, |batch| {
@@ -327,5 +329,202 @@ fn a_centre_crop_keeps_only_the_middle() {
         black > stretched.len() / 5,
         "the stretched frame lost its sides: {black}"
     );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// What one decode returns: its summary, the kept frames and their pixels.
+fn sampled(
+    path: &Path,
+    sampling: Sampling,
+    threads: usize,
+    skip_unsampled: bool,
+) -> (Summary, Vec<Frame>, Vec<u8>) {
+    decode::init().expect("libav");
+    let settings = Settings {
+        width: 32,
+        height: 32,
+        fit: Fit::Stretch,
+        sampling,
+        job_frames: 16,
+        job_bytes: 1 << 20,
+        threads,
+        ca_file: None,
+        skip_unsampled,
+    };
+    let (mut frames, mut pixels) = (Vec::new(), Vec::new());
+    let summary = decode::decode(&path.to_string_lossy(), &settings, |batch| {
+        frames.extend(batch.frames);
+        pixels.extend(batch.pixels);
+        true
+    })
+    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (summary, frames, pixels)
+}
+
+/// 200 frames of vtest.avi as x264 (medium: three B-frames, B-pyramid), an
+/// I-frame every 50 frames and no other, 10 fps.
+fn gop50_clip(dir: &Path) -> PathBuf {
+    let path = dir.join("gop50.mp4");
+    ffmpeg(&[
+        "-i",
+        &Path::new(DATA).join("vtest.avi").to_string_lossy(),
+        "-frames:v",
+        "200",
+        "-vf",
+        "scale=320:240",
+        "-c:v",
+        "libx264",
+        "-g",
+        "50",
+        "-sc_threshold",
+        "0",
+        "-pix_fmt",
+        "yuv420p",
+        &path.to_string_lossy(),
+    ]);
+    path
+}
+
+/// The positions, in presentation order, of the frames ffprobe reports as
+/// I pictures: an oracle independent of our decode path.
+fn intra_positions(path: &Path) -> Vec<u64> {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v",
+            "-show_entries",
+            "frame=pict_type",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(path)
+        .output()
+        .expect("ffprobe runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        // ffprobe adds a blank line for a frame's side data.
+        .filter(|line| !line.trim().is_empty())
+        .enumerate()
+        .filter(|(_, t)| t.trim().trim_end_matches(',') == "I")
+        .map(|(i, _)| i as u64)
+        .collect()
+}
+
+/// Sparse `fps` sampling lets the decoder skip unreferenced frames between
+/// sampling instants, and returns exactly what decoding every frame returns:
+/// the same frames, positions, times and pixels, single- and
+/// frame-threaded, on x264 with B-frames and on vtest.avi's MPEG-4.
+#[test]
+fn fps_sampling_skips_frames_and_keeps_the_same_output() {
+    let dir = work_dir("fps-skip");
+    let x264 = gop50_clip(&dir);
+    let vtest = Path::new(DATA).join("vtest.avi");
+    for (path, fps) in [(&x264, 1.0), (&x264, 3.0), (&vtest, 1.0)] {
+        for threads in [1, 0] {
+            let name = format!("{} fps={fps} threads={threads}", path.display());
+            let (full, full_frames, full_pixels) =
+                sampled(path, Sampling::Fps(fps), threads, false);
+            let (sparse, frames, pixels) = sampled(path, Sampling::Fps(fps), threads, true);
+            assert_eq!(frames, full_frames, "{name}");
+            assert!(pixels == full_pixels, "{name}: pixels differ");
+            assert_eq!(sparse.sampled, full.sampled, "{name}");
+            assert_eq!(sparse.coverage, full.coverage, "{name}");
+            assert_eq!(sparse.coverage.incomplete, None, "{name}");
+            if path == &x264 {
+                // x264 leaves most B-frames unreferenced.
+                assert!(
+                    sparse.decoded * 10 < full.decoded * 8,
+                    "{name}: decoded {} of {}",
+                    sparse.decoded,
+                    full.decoded
+                );
+            }
+        }
+    }
+    let (_, frames, _) = sampled(&x264, Sampling::Fps(1.0), 1, true);
+    assert_eq!(
+        frames.iter().map(|f| f.index).collect::<Vec<_>>(),
+        (0..20).map(|s| s * 10).collect::<Vec<_>>()
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// Keyframe sampling keeps the I pictures ffprobe reports, at their
+/// positions, decoding little else; the video still counts as complete.
+#[test]
+fn keyframe_sampling_keeps_the_intra_frames_only() {
+    let dir = work_dir("keyframes");
+    let x264 = gop50_clip(&dir);
+    let vtest = Path::new(DATA).join("vtest.avi");
+    for path in [&x264, &vtest] {
+        let intra = intra_positions(path);
+        assert!(intra.len() >= 4, "{}: {intra:?}", path.display());
+        for threads in [1, 0] {
+            let name = format!("{} threads={threads}", path.display());
+            let (full, full_frames, full_pixels) =
+                sampled(path, Sampling::Keyframes, threads, false);
+            let (sparse, frames, pixels) = sampled(path, Sampling::Keyframes, threads, true);
+            let positions: Vec<u64> = frames.iter().map(|f| f.index).collect();
+            assert_eq!(positions, intra, "{name}");
+            assert_eq!(frames, full_frames, "{name}");
+            assert!(pixels == full_pixels, "{name}: pixels differ");
+            assert_eq!(
+                sparse.coverage.incomplete, None,
+                "{name}: {:?}",
+                sparse.coverage
+            );
+            assert_eq!(sparse.coverage, full.coverage, "{name}");
+            assert!(
+                sparse.decoded <= 2 * intra.len() as u64,
+                "{name}: decoded {} for {} keyframes",
+                sparse.decoded,
+                intra.len()
+            );
+        }
+    }
+    assert_eq!(intra_positions(&x264), [0, 50, 100, 150]);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// Scene sampling keeps the first frame and the first frame after each cut:
+/// 2 s of street, 2 s of a still photo, 2 s of street from later on, at
+/// 25 fps.
+#[test]
+fn scene_sampling_keeps_the_cuts() {
+    let dir = work_dir("scene");
+    let path = dir.join("cuts.mp4");
+    let part = "scale=320:240,fps=25,format=yuv420p,setsar=1";
+    ffmpeg(&[
+        "-i",
+        &Path::new(DATA).join("vtest.avi").to_string_lossy(),
+        "-loop",
+        "1",
+        "-t",
+        "2",
+        "-i",
+        &Path::new(DATA).join("baboon.jpg").to_string_lossy(),
+        "-filter_complex",
+        &format!(
+            "[0:v]split[s1][s2];\
+             [s1]trim=0:2,setpts=PTS-STARTPTS,{part}[a];\
+             [1:v]{part}[b];\
+             [s2]trim=40:42,setpts=PTS-STARTPTS,{part}[c];\
+             [a][b][c]concat=n=3:v=1:a=0"
+        ),
+        "-c:v",
+        "libx264",
+        &path.to_string_lossy(),
+    ]);
+    let (summary, frames, _) = sampled(&path, Sampling::Scene(0.4), 1, true);
+    assert_eq!(summary.decoded, 150);
+    assert_eq!(
+        frames.iter().map(|f| f.index).collect::<Vec<_>>(),
+        [0, 50, 100]
+    );
+    // A low threshold also takes the street's own motion for cuts.
+    let (_, frames, _) = sampled(&path, Sampling::Scene(0.005), 1, true);
+    assert!(frames.len() > 10, "{} frames", frames.len());
     std::fs::remove_dir_all(dir).ok();
 }

@@ -36,6 +36,7 @@ fn decode_every_100th(path: &std::path::Path) -> u64 {
         job_bytes: 1 << 20,
         threads: 1,
         ca_file: None,
+        skip_unsampled: true,
     };
     decode::decode(&path.to_string_lossy(), &settings, |_| true)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))

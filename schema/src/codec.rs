@@ -7,7 +7,7 @@ pub const MAGIC: [u8; 2] = *b"FF";
 /// Wire version this build writes. Bump it with any change to `Message` or
 /// a type inside it, and keep reading the previous one (`legacy`) for as
 /// long as a rolling upgrade can leave it in queues and stored parts.
-pub const VERSION: u16 = 4;
+pub const VERSION: u16 = 5;
 
 const HEADER: usize = MAGIC.len() + 2;
 // bincode refuses to allocate past this; one byte over our own message limit.
@@ -34,7 +34,7 @@ pub enum DecodeError {
     BadMagic,
     /// Written by a different build: not corrupt, but not ours to read.
     #[error(
-        "wire version {found} is not supported (this build reads {} and {VERSION})",
+        "wire version {found} is not supported (this build reads {} to {VERSION})",
         legacy::V3
     )]
     UnsupportedVersion { found: u16 },
@@ -90,7 +90,9 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
     }
     let body = &bytes[HEADER..];
     let (message, used) = match u16::from_le_bytes([bytes[2], bytes[3]]) {
-        VERSION => bincode::serde::decode_from_slice::<Message, _>(body, config()),
+        // Version 5 only added `Sampling` variants at the end, so version 4
+        // bytes are valid version 5 bytes.
+        VERSION | legacy::V4 => bincode::serde::decode_from_slice::<Message, _>(body, config()),
         legacy::V3 => bincode::serde::decode_from_slice::<legacy::MessageV3, _>(body, config())
             .map(|(m, used)| (m.into(), used)),
         found => return Err(DecodeError::UnsupportedVersion { found }),

@@ -1,8 +1,10 @@
-//! Wire version 3, read but never written: results of workers that have not
-//! been upgraded yet, and parts a collector stored before its upgrade, still
-//! assemble. Version 4 added `FrameResult::heads`; every other message is
-//! unchanged, and bincode encodes enum variants by position, so only the
-//! result needs its old shape here.
+//! Wire versions 3 and 4, read but never written: results of workers that
+//! have not been upgraded yet, and parts a collector stored before its
+//! upgrade, still assemble. Version 4 added `FrameResult::heads`; every
+//! other message is unchanged, and bincode encodes enum variants by
+//! position, so only the result needs its old shape here. Version 5 added
+//! `Sampling::Keyframes` and `Sampling::Scene` after the existing variants,
+//! so version 4 bytes decode as they are.
 
 use serde::Deserialize;
 use uuid::Uuid;
@@ -12,6 +14,7 @@ use crate::{
 };
 
 pub const V3: u16 = 3;
+pub const V4: u16 = 4;
 
 #[derive(Deserialize)]
 pub enum MessageV3 {

@@ -23,8 +23,14 @@ pub enum Sampling {
     All,
     /// The first frame at or after each multiple of `1 / fps` seconds.
     Fps(f64),
-    /// Frames 0, N, 2N, … in decode order.
+    /// Frames 0, N, 2N, … by `Frame::index`.
     EveryNth(u32),
+    /// Intra-coded frames only (I pictures): the frames a decoder can
+    /// rebuild on their own, which is all it decodes in this mode.
+    Keyframes,
+    /// The first frame, then each frame whose scene-change score against
+    /// the frame before it exceeds this threshold, in (0, 1).
+    Scene(f64),
 }
 
 /// One video to process: published on `<ns>.videos`.
@@ -53,7 +59,11 @@ pub struct Provenance {
 /// A sampled frame's position in its video.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Frame {
-    /// Index in decode order, counting every decoded frame, sampled or not.
+    /// Position among the video's frames in presentation order, counting
+    /// every frame, sampled or not. Counted from the frames decoded, or,
+    /// where the producer skips decoding frames it will not sample (`Fps`,
+    /// `Keyframes`), from the container's packet timestamps; the two agree
+    /// wherever each packet holds one frame.
     pub index: u64,
     /// Presentation time in seconds from the stream start.
     pub pts_s: f64,

@@ -153,6 +153,8 @@ impl VideoTask {
             Sampling::All => true,
             Sampling::Fps(f) => f.is_finite() && f > 0.0,
             Sampling::EveryNth(n) => n > 0,
+            Sampling::Keyframes => true,
+            Sampling::Scene(t) => t > 0.0 && t < 1.0,
         };
         if !usable {
             return Err(ValidationError::BadSampling(self.sampling));

@@ -28,6 +28,8 @@ fn sampling() -> impl Strategy<Value = Sampling> {
         Just(Sampling::All),
         (0.01f64..240.0).prop_map(Sampling::Fps),
         (1u32..1000).prop_map(Sampling::EveryNth),
+        Just(Sampling::Keyframes),
+        (0.01f64..0.99).prop_map(Sampling::Scene),
     ]
 }
 
@@ -289,6 +291,64 @@ fn other_versions_are_reported_as_such_not_as_corruption() {
     assert!(
         matches!(decode(&bytes), Err(DecodeError::UnsupportedVersion { found }) if found == VERSION + 1)
     );
+}
+
+/// Version 5 only appended `Sampling` variants: a version 4 task (what a
+/// producer or watcher not yet upgraded publishes) decodes unchanged.
+#[test]
+fn version_4_tasks_are_read() {
+    let task = VideoTask {
+        video_id: Uuid::from_u128(5),
+        source: ObjectRef {
+            bucket: "b".into(),
+            key: "videos/a.mp4".into(),
+        },
+        task: "embed.effnet-lite0".into(),
+        sampling: Sampling::Fps(2.0),
+        output: ObjectRef {
+            bucket: "b".into(),
+            key: "outputs/".into(),
+        },
+        provenance: Provenance {
+            etag: None,
+            fingerprint: "f".into(),
+        },
+    };
+    let mut bytes = encode(&Message::VideoTask(task.clone())).expect("encodes");
+    bytes[2..4].copy_from_slice(&4u16.to_le_bytes());
+    assert!(matches!(decode(&bytes), Ok(Message::VideoTask(t)) if t == task));
+}
+
+#[test]
+fn scene_thresholds_outside_0_1_are_refused() {
+    for t in [0.0, 1.0, -0.5, f64::NAN] {
+        let task = VideoTask {
+            video_id: Uuid::from_u128(5),
+            source: ObjectRef {
+                bucket: "b".into(),
+                key: "videos/a.mp4".into(),
+            },
+            task: "embed.effnet-lite0".into(),
+            sampling: Sampling::Scene(t),
+            output: ObjectRef {
+                bucket: "b".into(),
+                key: "outputs/".into(),
+            },
+            provenance: Provenance {
+            etag: None,
+            fingerprint: "f".into(),
+        },
+        };
+        assert!(
+            matches!(
+                encode(&Message::VideoTask(task)),
+                Err(schema::EncodeError::Invalid(ValidationError::BadSampling(
+                    _
+                )))
+            ),
+            "threshold {t}"
+        );
+    }
 }
 
 #[test]

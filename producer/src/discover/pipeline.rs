@@ -17,7 +17,9 @@ pub struct PipelineArgs {
     #[arg(long, env = "FF_TASK", default_value = "embed.effnet-lite0")]
     pub task: String,
 
-    /// Which frames to keep: all, fps=F or every=N.
+    /// Which frames to keep: all, fps=F, every=N, keyframes (intra frames
+    /// only, the rest not decoded) or scene[=T] (the first frame and each
+    /// scene change scoring over T, 0 < T < 1, default 0.4).
     #[arg(long, env = "FF_SAMPLE", default_value = "all", value_parser = parse_sampling)]
     pub sample: Sampling,
 
@@ -39,11 +41,24 @@ pub struct PipelineArgs {
     pub max_tokens: u16,
 }
 
-/// Parses `all`, `fps=F` or `every=N`.
+/// Scene-change threshold of a bare `scene`: ffmpeg's usual `scene,0.4`.
+const SCENE_THRESHOLD: f64 = 0.4;
+
+/// Parses `all`, `fps=F`, `every=N`, `keyframes`, `scene` or `scene=T`.
 pub fn parse_sampling(text: &str) -> Result<Sampling, String> {
-    let bad = || format!("sampling {text:?} is not all, fps=F (F > 0) or every=N (N ≥ 1)");
+    let bad = || {
+        format!(
+            "sampling {text:?} is not all, fps=F (F > 0), every=N (N ≥ 1), keyframes, scene or scene=T (0 < T < 1)"
+        )
+    };
     match text.split_once('=') {
         None if text == "all" => Ok(Sampling::All),
+        None if text == "keyframes" => Ok(Sampling::Keyframes),
+        None if text == "scene" => Ok(Sampling::Scene(SCENE_THRESHOLD)),
+        Some(("scene", t)) => match t.parse::<f64>() {
+            Ok(t) if t > 0.0 && t < 1.0 => Ok(Sampling::Scene(t)),
+            _ => Err(bad()),
+        },
         Some(("fps", f)) => match f.parse::<f64>() {
             Ok(f) if f.is_finite() && f > 0.0 => Ok(Sampling::Fps(f)),
             _ => Err(bad()),
@@ -62,6 +77,8 @@ pub fn sampling_text(sampling: Sampling) -> String {
         Sampling::All => "all".into(),
         Sampling::Fps(f) => format!("fps={f}"),
         Sampling::EveryNth(n) => format!("every={n}"),
+        Sampling::Keyframes => "keyframes".into(),
+        Sampling::Scene(t) => format!("scene={t}"),
     }
 }
 
@@ -178,11 +195,30 @@ mod tests {
         assert_eq!(parse_sampling("all"), Ok(Sampling::All));
         assert_eq!(parse_sampling("fps=2.5"), Ok(Sampling::Fps(2.5)));
         assert_eq!(parse_sampling("every=10"), Ok(Sampling::EveryNth(10)));
-        for rule in [Sampling::All, Sampling::Fps(0.5), Sampling::EveryNth(3)] {
+        assert_eq!(parse_sampling("keyframes"), Ok(Sampling::Keyframes));
+        assert_eq!(parse_sampling("scene"), Ok(Sampling::Scene(0.4)));
+        assert_eq!(parse_sampling("scene=0.25"), Ok(Sampling::Scene(0.25)));
+        for rule in [
+            Sampling::All,
+            Sampling::Fps(0.5),
+            Sampling::EveryNth(3),
+            Sampling::Keyframes,
+            Sampling::Scene(0.3),
+        ] {
             assert_eq!(parse_sampling(&sampling_text(rule)), Ok(rule));
         }
         for bad in [
-            "fps=0", "fps=-1", "fps=nan", "every=0", "every=x", "most", "fps",
+            "fps=0",
+            "fps=-1",
+            "fps=nan",
+            "every=0",
+            "every=x",
+            "most",
+            "fps",
+            "scene=0",
+            "scene=1",
+            "scene=x",
+            "keyframes=2",
         ] {
             assert!(parse_sampling(bad).is_err(), "{bad} must be refused");
         }
