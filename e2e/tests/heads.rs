@@ -262,7 +262,10 @@ async fn a_head_trained_on_stored_embeddings_answers_offline_and_in_the_fleet() 
     )?;
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success(), "{stderr}");
-    assert!(stderr.contains("trained on embed.dinov2-small"), "{stderr}");
+    assert!(
+        stderr.contains("reads embed.dinov2-small embeddings"),
+        "{stderr}"
+    );
 
     // The same head inside the fleet: the worker runs it on every batch and
     // the collector writes heads/ and frames.json. Same answers as offline.

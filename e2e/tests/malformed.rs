@@ -9,7 +9,7 @@ use lapin::{
     options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions},
     types::AMQPValue,
 };
-use schema::{Frame, FrameJob, Message, ObjectRef};
+use schema::{Frame, FrameJob, Message, ObjectRef, Payload};
 
 const TASK: &str = "embed.effnet-lite0";
 
@@ -46,11 +46,18 @@ async fn malformed_jobs_are_dead_lettered_with_the_reason() -> anyhow::Result<()
             index: 0,
             pts_s: 0.0,
         }],
+        payload: Payload::Raw,
         pixels: vec![0; 8 * 8 * 3],
     };
+    // The right size, but its zstd payload is not zstd.
+    let mut corrupt_zstd = wrong_size.clone();
+    (corrupt_zstd.width, corrupt_zstd.height) = (224, 224);
+    corrupt_zstd.payload = Payload::Zstd;
+    corrupt_zstd.pixels = b"not zstd".to_vec();
     let payloads = [
         b"not a framefleet message".to_vec(),
         schema::encode(&Message::FrameJob(wrong_size))?,
+        schema::encode(&Message::FrameJob(corrupt_zstd))?,
     ];
     for payload in &payloads {
         channel
@@ -100,8 +107,14 @@ async fn malformed_jobs_are_dead_lettered_with_the_reason() -> anyhow::Result<()
         reasons.iter().any(|r| r.contains("frames are 8x8")),
         "{reasons:?}"
     );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("zstd payload does not unpack")),
+        "{reasons:?}"
+    );
 
-    // The worker survived both and still serves the queue.
+    // The worker survived them all and still serves the queue.
     let queue = channel
         .queue_declare(
             topology.frames_queue(TASK).as_str().into(),

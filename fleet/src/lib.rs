@@ -10,6 +10,7 @@ pub mod layout;
 mod lease;
 pub mod metrics;
 pub mod npy;
+pub mod payload;
 mod publish;
 pub mod retry;
 pub mod settle;

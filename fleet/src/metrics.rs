@@ -23,6 +23,9 @@ pub const FRAMES_DECODED: &str = "framefleet_frames_decoded_total";
 pub const FRAMES_PUBLISHED: &str = "framefleet_frames_published_total";
 /// Frame jobs the producer published (confirmed).
 pub const JOBS_PUBLISHED: &str = "framefleet_jobs_published_total";
+/// Bytes of the pixels in those jobs as published (after `--payload`
+/// packing): the broker's load per frame.
+pub const JOB_BYTES_PUBLISHED: &str = "framefleet_job_bytes_published_total";
 /// Corrupt packets the decoder rejected.
 pub const DECODE_ERRORS: &str = "framefleet_decode_errors_total";
 /// Frames the worker's model ran on.
@@ -48,6 +51,7 @@ pub const ALL: &[&str] = &[
     FRAMES_DECODED,
     FRAMES_PUBLISHED,
     JOBS_PUBLISHED,
+    JOB_BYTES_PUBLISHED,
     DECODE_ERRORS,
     FRAMES_INFERRED,
     JOBS_ACKED,

@@ -17,6 +17,10 @@
 //! decoding every frame: `fps=1` with the decoder decoding every frame and
 //! with it skipping unreferenced frames between instants, `keyframes`, and
 //! `scene`.
+//!
+//! A third table packs the frames as `--payload zstd` would, in the jobs the
+//! producer makes (32 frames), and gives bytes per frame against raw RGB
+//! and the packing time per frame, for every frame and for `fps=1`.
 
 use std::{
     path::{Path, PathBuf},
@@ -25,7 +29,7 @@ use std::{
 };
 
 use producer::decode::{self, Settings};
-use schema::{Fit, Sampling};
+use schema::{Fit, Payload, Sampling};
 
 const VTEST: &str = "/usr/share/doc/opencv-doc/examples/data/vtest.avi";
 const SIDE: u32 = 224;
@@ -106,6 +110,58 @@ fn sampled(
         true
     })?;
     Ok((started.elapsed().as_secs_f64(), bytes, summary.decoded))
+}
+
+/// zstd payloads: bytes per frame and packing cost, jobs as the producer
+/// makes them.
+fn payloads(clips: &str) -> anyhow::Result<()> {
+    println!();
+    println!("zstd payload (level 1), jobs of 32 frames, packed on one thread");
+    println!(
+        "| clip | sampling | frames | raw bytes/frame | zstd bytes/frame | raw / zstd | pack ms/frame |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|");
+    for name in clips.split(',') {
+        let path = clip(name)?;
+        for (label, sampling) in [("all", Sampling::All), ("fps=1", Sampling::Fps(1.0))] {
+            let settings = Settings {
+                width: SIDE,
+                height: SIDE,
+                fit: Fit::Stretch,
+                sampling,
+                job_frames: 32,
+                job_bytes: 8 << 20,
+                threads: 0,
+                ca_file: None,
+                skip_unsampled: true,
+            };
+            let (mut frames, mut raw, mut packed, mut seconds) = (0u64, 0u64, 0u64, 0f64);
+            let mut failed = None;
+            decode::decode(&path.to_string_lossy(), &settings, |batch| {
+                frames += batch.frames.len() as u64;
+                raw += batch.pixels.len() as u64;
+                let started = Instant::now();
+                match fleet::payload::pack(Payload::Zstd, batch.pixels) {
+                    Ok(bytes) => packed += bytes.len() as u64,
+                    Err(e) => failed = Some(e),
+                }
+                seconds += started.elapsed().as_secs_f64();
+                failed.is_none()
+            })?;
+            if let Some(e) = failed {
+                return Err(e.into());
+            }
+            let n = frames.max(1) as f64;
+            println!(
+                "| {name} | {label} | {frames} | {:.0} | {:.0} | {:.2}x | {:.2} |",
+                raw as f64 / n,
+                packed as f64 / n,
+                raw as f64 / packed.max(1) as f64,
+                seconds * 1e3 / n
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The sparse modes on one thread, each timed after an every-frame decode
@@ -224,5 +280,6 @@ fn main() -> anyhow::Result<()> {
             );
         }
     }
-    sparse(&clips, runs)
+    sparse(&clips, runs)?;
+    payloads(&clips)
 }

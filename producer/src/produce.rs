@@ -16,7 +16,7 @@ use fleet::{Publisher, Topology, retry::Patience};
 
 use fleet::{layout::Layout, status::Status, store};
 
-use crate::{decode, prebatch::Batch};
+use crate::{decode, payload::PayloadChoice, prebatch::Batch};
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct ProduceArgs {
@@ -37,6 +37,13 @@ pub struct ProduceArgs {
     /// CLI does. 1 leaves the other cores to a worker on the same machine.
     #[arg(long, env = "FF_DECODE_THREADS", default_value_t = 0)]
     pub decode_threads: u32,
+
+    /// How frame jobs carry their pixels, for every task, then TASK=ENCODING
+    /// exceptions: raw, or zstd (lossless, so outputs do not change; fewer
+    /// bytes on the broker for some producer CPU, see BENCHMARKS.md). E.g.
+    /// `zstd` or `raw,caption.blip-large=zstd`.
+    #[arg(long, env = "FF_PAYLOAD", default_value = "raw", value_parser = PayloadChoice::parse)]
+    pub payload: PayloadChoice,
 }
 
 pub struct Producer {
@@ -241,8 +248,20 @@ impl Producer {
         };
         let in_flight = self.args.max_in_flight as usize;
         let (tx, mut rx) = mpsc::channel::<Batch>(in_flight);
+        let packing = self.args.payload.for_task(&task.task);
+        let source = task.source.clone();
         let decoding = tokio::task::spawn_blocking(move || {
-            decode::decode(&url, &settings, |batch| tx.blocking_send(batch).is_ok())
+            decode::decode(&url, &settings, |mut batch| {
+                // Packed here, on the decode thread, off the async workers.
+                match fleet::payload::pack(packing, std::mem::take(&mut batch.pixels)) {
+                    Ok(pixels) => batch.pixels = pixels,
+                    Err(e) => {
+                        tracing::error!(video = %source, error = %e, "cannot pack frames");
+                        return false;
+                    }
+                }
+                tx.blocking_send(batch).is_ok()
+            })
         });
 
         let mut pending = JoinSet::new();
@@ -256,6 +275,7 @@ impl Producer {
                 pending.join_next().await.context("publish set empty")???;
             }
             let batch_frames = batch.frames.len();
+            let pixel_bytes = batch.pixels.len() as u64;
             sampled += batch_frames as u64;
             let job = FrameJob {
                 video_id: task.video_id,
@@ -266,6 +286,7 @@ impl Producer {
                 width: spec.width,
                 height: spec.height,
                 frames: batch.frames,
+                payload: packing,
                 pixels: batch.pixels,
             };
             seq += 1;
@@ -279,6 +300,7 @@ impl Producer {
                     .await?;
                 metrics::counter!(fleet::metrics::FRAMES_PUBLISHED).increment(frames);
                 metrics::counter!(fleet::metrics::JOBS_PUBLISHED).increment(1);
+                metrics::counter!(fleet::metrics::JOB_BYTES_PUBLISHED).increment(pixel_bytes);
                 Ok::<_, fleet::PublishError>(())
             });
         }

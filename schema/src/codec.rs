@@ -90,9 +90,9 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
     }
     let body = &bytes[HEADER..];
     let (message, used) = match u16::from_le_bytes([bytes[2], bytes[3]]) {
-        // Version 5 only added `Sampling` variants at the end, so version 4
-        // bytes are valid version 5 bytes.
-        VERSION | legacy::V4 => bincode::serde::decode_from_slice::<Message, _>(body, config()),
+        VERSION => bincode::serde::decode_from_slice::<Message, _>(body, config()),
+        legacy::V4 => bincode::serde::decode_from_slice::<legacy::MessageV4, _>(body, config())
+            .map(|(m, used)| (m.into(), used)),
         legacy::V3 => bincode::serde::decode_from_slice::<legacy::MessageV3, _>(body, config())
             .map(|(m, used)| (m.into(), used)),
         found => return Err(DecodeError::UnsupportedVersion { found }),

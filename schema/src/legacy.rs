@@ -1,25 +1,79 @@
-//! Wire versions 3 and 4, read but never written: results of workers that
-//! have not been upgraded yet, and parts a collector stored before its
-//! upgrade, still assemble. Version 4 added `FrameResult::heads`; every
-//! other message is unchanged, and bincode encodes enum variants by
-//! position, so only the result needs its old shape here. Version 5 added
-//! `Sampling::Keyframes` and `Sampling::Scene` after the existing variants,
-//! so version 4 bytes decode as they are.
+//! Wire versions 3 and 4, read but never written: jobs and results of
+//! processes not upgraded yet, and parts a collector stored before its
+//! upgrade, are still processed. Version 4 added `FrameResult::heads`;
+//! version 5 added `FrameJob::payload` and, after the existing variants,
+//! `Sampling::Keyframes` and `Sampling::Scene` (bincode encodes enum
+//! variants by position, so old tasks decode as they are). Only the job
+//! and the result need their old shapes here.
 
 use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::{
-    Frame, FrameJob, FrameResult, Label, Message, ObjectRef, VideoDone, VideoFailed, VideoTask,
+    Frame, FrameJob, FrameResult, Label, Message, ObjectRef, Payload, VideoDone, VideoFailed,
+    VideoTask,
 };
 
 pub const V3: u16 = 3;
 pub const V4: u16 = 4;
 
 #[derive(Deserialize)]
+pub enum MessageV4 {
+    VideoTask(VideoTask),
+    FrameJob(FrameJobV4),
+    FrameResult(FrameResult),
+    VideoDone(VideoDone),
+    VideoFailed(VideoFailed),
+}
+
+/// `FrameJob` before `payload`: always raw.
+#[derive(Deserialize)]
+pub struct FrameJobV4 {
+    video_id: Uuid,
+    task: String,
+    source: ObjectRef,
+    output: ObjectRef,
+    seq: u32,
+    width: u32,
+    height: u32,
+    frames: Vec<Frame>,
+    #[serde(with = "serde_bytes")]
+    pixels: Vec<u8>,
+}
+
+impl From<FrameJobV4> for FrameJob {
+    fn from(old: FrameJobV4) -> Self {
+        FrameJob {
+            video_id: old.video_id,
+            task: old.task,
+            source: old.source,
+            output: old.output,
+            seq: old.seq,
+            width: old.width,
+            height: old.height,
+            frames: old.frames,
+            payload: Payload::Raw,
+            pixels: old.pixels,
+        }
+    }
+}
+
+impl From<MessageV4> for Message {
+    fn from(old: MessageV4) -> Self {
+        match old {
+            MessageV4::VideoTask(m) => Message::VideoTask(m),
+            MessageV4::FrameJob(m) => Message::FrameJob(m.into()),
+            MessageV4::FrameResult(m) => Message::FrameResult(m),
+            MessageV4::VideoDone(m) => Message::VideoDone(m),
+            MessageV4::VideoFailed(m) => Message::VideoFailed(m),
+        }
+    }
+}
+
+#[derive(Deserialize)]
 pub enum MessageV3 {
     VideoTask(VideoTask),
-    FrameJob(FrameJob),
+    FrameJob(FrameJobV4),
     FrameResult(FrameResultV3),
     VideoDone(VideoDone),
     VideoFailed(VideoFailed),
@@ -45,7 +99,7 @@ impl From<MessageV3> for Message {
     fn from(old: MessageV3) -> Self {
         match old {
             MessageV3::VideoTask(m) => Message::VideoTask(m),
-            MessageV3::FrameJob(m) => Message::FrameJob(m),
+            MessageV3::FrameJob(m) => Message::FrameJob(m.into()),
             MessageV3::FrameResult(r) => Message::FrameResult(FrameResult {
                 video_id: r.video_id,
                 task: r.task,

@@ -16,7 +16,7 @@ pub use codec::{DecodeError, EncodeError, MAGIC, VERSION, decode, encode};
 pub use limits::Limits;
 pub use messages::{
     Coverage, Frame, FrameJob, FrameResult, HeadOutputs, HeadValues, Label, Message, ObjectRef,
-    Provenance, Sampling, VideoDone, VideoFailed, VideoTask,
+    Payload, Provenance, Sampling, VideoDone, VideoFailed, VideoTask,
 };
 pub use task::{Fit, TaskSpec, known_task, task_names};
 pub use validate::ValidationError;

@@ -81,9 +81,22 @@ pub struct FrameJob {
     pub width: u32,
     pub height: u32,
     pub frames: Vec<Frame>,
-    /// Packed RGB24, frame after frame, row-major.
+    /// How `pixels` travel.
+    pub payload: Payload,
+    /// Packed RGB24, frame after frame, row-major; compressed as a whole
+    /// if `payload` says so.
     #[serde(with = "serde_bytes")]
     pub pixels: Vec<u8>,
+}
+
+/// The encoding of a `FrameJob`'s pixels. Both are lossless: a worker
+/// sees the same RGB bytes whichever the producer chose.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Payload {
+    /// Packed RGB24 as it is.
+    Raw,
+    /// Packed RGB24 in one zstd frame.
+    Zstd,
 }
 
 // Frame buffers never reach logs.

@@ -1,8 +1,8 @@
 use thiserror::Error;
 
 use crate::{
-    FrameJob, FrameResult, HeadValues, Limits, Message, ObjectRef, Provenance, Sampling, VideoDone,
-    VideoFailed, VideoTask,
+    FrameJob, FrameResult, HeadValues, Limits, Message, ObjectRef, Payload, Provenance, Sampling,
+    VideoDone, VideoFailed, VideoTask,
 };
 
 #[derive(Debug, Error, PartialEq)]
@@ -29,6 +29,8 @@ pub enum ValidationError {
         expected: u128,
         actual: usize,
     },
+    #[error("compressed frames unpack to {expected} bytes, over the {limit} byte limit")]
+    UnpackedTooLarge { expected: u128, limit: usize },
     #[error("embedding dim {dim} is outside 1..={max} (0 only with captions)")]
     BadDim { dim: u32, max: u32 },
     #[error("{actual} embedding values, expected {expected} ({frames} frames x dim {dim})")]
@@ -176,7 +178,19 @@ impl FrameJob {
         }
         frames(&self.frames, limits)?;
         let expected = u128::from(w) * u128::from(h) * 3 * self.frames.len() as u128;
-        if expected != self.pixels.len() as u128 {
+        if self.payload == Payload::Zstd {
+            if self.pixels.is_empty() {
+                return Err(ValidationError::Empty("pixels"));
+            }
+            // Unpacked, a job holds no more than a raw one could, so a
+            // worker's memory per job stays bounded.
+            if expected > limits.max_message_bytes as u128 {
+                return Err(ValidationError::UnpackedTooLarge {
+                    expected,
+                    limit: limits.max_message_bytes,
+                });
+            }
+        } else if expected != self.pixels.len() as u128 {
             return Err(ValidationError::PixelBytes {
                 width: w,
                 height: h,

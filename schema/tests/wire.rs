@@ -1,8 +1,8 @@
 use proptest::prelude::*;
 use schema::{
     Coverage, DecodeError, Frame, FrameJob, FrameResult, HeadOutputs, HeadValues, Label, Message,
-    ObjectRef, Provenance, Sampling, VERSION, ValidationError, VideoDone, VideoFailed, VideoTask,
-    decode, encode,
+    ObjectRef, Payload, Provenance, Sampling, VERSION, ValidationError, VideoDone, VideoFailed,
+    VideoTask, decode, encode,
 };
 use uuid::Uuid;
 
@@ -54,6 +54,11 @@ fn job() -> impl Strategy<Value = FrameJob> {
                 width,
                 height,
                 frames: frames.clone(),
+                payload: if seq % 2 == 0 {
+                    Payload::Raw
+                } else {
+                    Payload::Zstd
+                },
                 pixels,
             })
         })
@@ -265,6 +270,7 @@ fn sample_job() -> FrameJob {
                 pts_s: 0.04,
             },
         ],
+        payload: Payload::Raw,
         pixels: vec![0; 4 * 2 * 3 * 2],
     }
 }
@@ -335,9 +341,9 @@ fn scene_thresholds_outside_0_1_are_refused() {
                 key: "outputs/".into(),
             },
             provenance: Provenance {
-            etag: None,
-            fingerprint: "f".into(),
-        },
+                etag: None,
+                fingerprint: "f".into(),
+            },
         };
         assert!(
             matches!(
@@ -349,6 +355,74 @@ fn scene_thresholds_outside_0_1_are_refused() {
             "threshold {t}"
         );
     }
+}
+
+#[test]
+fn compressed_pixels_are_bounded_by_what_they_unpack_to() {
+    let mut job = sample_job();
+    job.payload = Payload::Zstd;
+    job.pixels = vec![1, 2, 3];
+    assert!(encode(&Message::FrameJob(job.clone())).is_ok());
+    job.pixels.clear();
+    assert!(matches!(
+        encode(&Message::FrameJob(job.clone())),
+        Err(schema::EncodeError::Invalid(ValidationError::Empty(
+            "pixels"
+        )))
+    ));
+    // 2048² RGB × 2 frames unpacks past the 16 MiB message limit.
+    job.pixels = vec![1];
+    (job.width, job.height) = (2048, 2048);
+    assert!(matches!(
+        encode(&Message::FrameJob(job)),
+        Err(schema::EncodeError::Invalid(
+            ValidationError::UnpackedTooLarge { .. }
+        ))
+    ));
+}
+
+/// Version 4's `FrameJob`, before `payload`: field for field, and the
+/// message enum's variant order.
+#[derive(serde::Serialize)]
+struct FrameJobV4 {
+    video_id: Uuid,
+    task: String,
+    source: ObjectRef,
+    output: ObjectRef,
+    seq: u32,
+    width: u32,
+    height: u32,
+    frames: Vec<Frame>,
+    #[serde(with = "serde_bytes")]
+    pixels: Vec<u8>,
+}
+
+#[derive(serde::Serialize)]
+#[allow(dead_code)] // only the variant's position is encoded
+enum MessageV4 {
+    VideoTask,
+    FrameJob(FrameJobV4),
+}
+
+#[test]
+fn version_4_jobs_are_read_as_raw() {
+    let job = sample_job();
+    let old = MessageV4::FrameJob(FrameJobV4 {
+        video_id: job.video_id,
+        task: job.task.clone(),
+        source: job.source.clone(),
+        output: job.output.clone(),
+        seq: job.seq,
+        width: job.width,
+        height: job.height,
+        frames: job.frames.clone(),
+        pixels: job.pixels.clone(),
+    });
+    let mut bytes = b"FF".to_vec();
+    bytes.extend_from_slice(&4u16.to_le_bytes());
+    bincode::serde::encode_into_std_write(&old, &mut bytes, bincode::config::standard())
+        .expect("encodes");
+    assert!(matches!(decode(&bytes), Ok(Message::FrameJob(j)) if j == job));
 }
 
 #[test]

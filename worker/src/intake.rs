@@ -56,7 +56,13 @@ impl Intake {
                     ),
                 ))
             }
-            Ok(Message::FrameJob(job)) => Ok(job),
+            // Unpacked here, so that a payload that does not unpack is
+            // dead-lettered like any other bad job, and the model sees raw
+            // RGB whatever the producer sent.
+            Ok(Message::FrameJob(mut job)) => match fleet::payload::unpack(&mut job) {
+                Ok(()) => Ok(job),
+                Err(e) => Err(("payload", e.to_string())),
+            },
             Ok(other) => Err((
                 "wrong_kind",
                 format!("expected a frame job, got a {}", other.kind()),

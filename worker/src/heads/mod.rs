@@ -108,12 +108,13 @@ impl Head {
         &self.spec.name
     }
 
-    /// Refuses embeddings other than those the head was trained on.
+    /// Refuses embeddings other than those the head was built for (trained
+    /// on, or, for a zero-shot head, whose text tower made it).
     pub fn check_encoder(&self, task: &str, dim: usize) -> anyhow::Result<()> {
         let encoder = &self.spec.encoder;
         ensure!(
             encoder.task == task && encoder.dim == dim,
-            "head {} was trained on {} embeddings of {} dimensions; these are {task} with {dim}",
+            "head {} reads {} embeddings of {} dimensions; these are {task} with {dim}",
             self.spec.name,
             encoder.task,
             encoder.dim
