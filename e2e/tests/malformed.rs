@@ -48,6 +48,7 @@ async fn malformed_jobs_are_dead_lettered_with_the_reason() -> anyhow::Result<()
         }],
         payload: Payload::Raw,
         pixels: vec![0; 8 * 8 * 3],
+        frame_bytes: Vec::new(),
     };
     // The right size, but its zstd payload is not zstd.
     let mut corrupt_zstd = wrong_size.clone();

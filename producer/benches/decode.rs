@@ -18,9 +18,10 @@
 //! with it skipping unreferenced frames between instants, `keyframes`, and
 //! `scene`.
 //!
-//! A third table packs the frames as `--payload zstd` would, in the jobs the
-//! producer makes (32 frames), and gives bytes per frame against raw RGB
-//! and the packing time per frame, for every frame and for `fps=1`.
+//! A third table packs the frames as `--payload zstd` and `--payload
+//! jpeg=Q` would, in the jobs the producer makes (32 frames), and gives
+//! bytes per frame against raw RGB and the packing time per frame (which
+//! includes one copy of the raw bytes), for every frame and for `fps=1`.
 
 use std::{
     path::{Path, PathBuf},
@@ -112,15 +113,22 @@ fn sampled(
     Ok((started.elapsed().as_secs_f64(), bytes, summary.decoded))
 }
 
-/// zstd payloads: bytes per frame and packing cost, jobs as the producer
+/// Payloads: bytes per frame and packing cost, in jobs as the producer
 /// makes them.
 fn payloads(clips: &str) -> anyhow::Result<()> {
+    let kinds = [
+        Payload::Zstd,
+        Payload::Jpeg(95),
+        Payload::Jpeg(90),
+        Payload::Jpeg(75),
+    ];
     println!();
-    println!("zstd payload (level 1), jobs of 32 frames, packed on one thread");
     println!(
-        "| clip | sampling | frames | raw bytes/frame | zstd bytes/frame | raw / zstd | pack ms/frame |"
+        "payloads, jobs of 32 frames, packed on one thread (raw: {} bytes a frame)",
+        SIDE * SIDE * 3
     );
-    println!("|---|---|---:|---:|---:|---:|---:|");
+    println!("| clip | sampling | payload | frames | bytes/frame | raw / packed | pack ms/frame |");
+    println!("|---|---|---|---:|---:|---:|---:|");
     for name in clips.split(',') {
         let path = clip(name)?;
         for (label, sampling) in [("all", Sampling::All), ("fps=1", Sampling::Fps(1.0))] {
@@ -135,30 +143,29 @@ fn payloads(clips: &str) -> anyhow::Result<()> {
                 ca_file: None,
                 skip_unsampled: true,
             };
-            let (mut frames, mut raw, mut packed, mut seconds) = (0u64, 0u64, 0u64, 0f64);
-            let mut failed = None;
+            let mut batches = Vec::new();
             decode::decode(&path.to_string_lossy(), &settings, |batch| {
-                frames += batch.frames.len() as u64;
-                raw += batch.pixels.len() as u64;
-                let started = Instant::now();
-                match fleet::payload::pack(Payload::Zstd, batch.pixels) {
-                    Ok(bytes) => packed += bytes.len() as u64,
-                    Err(e) => failed = Some(e),
-                }
-                seconds += started.elapsed().as_secs_f64();
-                failed.is_none()
+                batches.push(batch.pixels);
+                true
             })?;
-            if let Some(e) = failed {
-                return Err(e.into());
+            let raw: usize = batches.iter().map(Vec::len).sum();
+            let frames = (raw / (SIDE * SIDE * 3) as usize).max(1) as f64;
+            for kind in kinds {
+                let started = Instant::now();
+                let mut packed = 0;
+                for pixels in &batches {
+                    packed += fleet::payload::pack(kind, pixels.clone(), SIDE, SIDE)?
+                        .bytes
+                        .len();
+                }
+                let seconds = started.elapsed().as_secs_f64();
+                println!(
+                    "| {name} | {label} | {kind:?} | {frames} | {:.0} | {:.2}x | {:.2} |",
+                    packed as f64 / frames,
+                    raw as f64 / packed.max(1) as f64,
+                    seconds * 1e3 / frames
+                );
             }
-            let n = frames.max(1) as f64;
-            println!(
-                "| {name} | {label} | {frames} | {:.0} | {:.0} | {:.2}x | {:.2} |",
-                raw as f64 / n,
-                packed as f64 / n,
-                raw as f64 / packed.max(1) as f64,
-                seconds * 1e3 / n
-            );
         }
     }
     Ok(())

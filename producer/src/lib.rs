@@ -5,7 +5,6 @@ pub mod decode;
 pub mod discover;
 mod ledger;
 mod orient;
-mod payload;
 mod prebatch;
 pub mod produce;
 mod rescale;

@@ -8,15 +8,15 @@ use lapin::{
     message::Delivery,
     options::{BasicConsumeOptions, BasicQosOptions},
 };
-use schema::{FrameJob, Message, VideoDone, VideoFailed, VideoTask};
+use schema::{Frame, FrameJob, Message, VideoDone, VideoFailed, VideoTask};
 use tokio::{sync::mpsc, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use fleet::{Publisher, Topology, retry::Patience};
 
-use fleet::{layout::Layout, status::Status, store};
+use fleet::{layout::Layout, payload::Packed, status::Status, store};
 
-use crate::{decode, payload::PayloadChoice, prebatch::Batch};
+use crate::decode;
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct ProduceArgs {
@@ -37,13 +37,6 @@ pub struct ProduceArgs {
     /// CLI does. 1 leaves the other cores to a worker on the same machine.
     #[arg(long, env = "FF_DECODE_THREADS", default_value_t = 0)]
     pub decode_threads: u32,
-
-    /// How frame jobs carry their pixels, for every task, then TASK=ENCODING
-    /// exceptions: raw, or zstd (lossless, so outputs do not change; fewer
-    /// bytes on the broker for some producer CPU, see BENCHMARKS.md). E.g.
-    /// `zstd` or `raw,caption.blip-large=zstd`.
-    #[arg(long, env = "FF_PAYLOAD", default_value = "raw", value_parser = PayloadChoice::parse)]
-    pub payload: PayloadChoice,
 }
 
 pub struct Producer {
@@ -247,36 +240,36 @@ impl Producer {
             skip_unsampled: true,
         };
         let in_flight = self.args.max_in_flight as usize;
-        let (tx, mut rx) = mpsc::channel::<Batch>(in_flight);
-        let packing = self.args.payload.for_task(&task.task);
+        let (tx, mut rx) = mpsc::channel::<(Vec<Frame>, Packed)>(in_flight);
+        let packing = task.payload;
         let source = task.source.clone();
+        let (width, height) = (spec.width, spec.height);
         let decoding = tokio::task::spawn_blocking(move || {
-            decode::decode(&url, &settings, |mut batch| {
+            decode::decode(&url, &settings, |batch| {
                 // Packed here, on the decode thread, off the async workers.
-                match fleet::payload::pack(packing, std::mem::take(&mut batch.pixels)) {
-                    Ok(pixels) => batch.pixels = pixels,
+                match fleet::payload::pack(packing, batch.pixels, width, height) {
+                    Ok(packed) => tx.blocking_send((batch.frames, packed)).is_ok(),
                     Err(e) => {
                         tracing::error!(video = %source, error = %e, "cannot pack frames");
-                        return false;
+                        false
                     }
                 }
-                tx.blocking_send(batch).is_ok()
             })
         });
 
         let mut pending = JoinSet::new();
         let mut seq = 0u32;
         let mut sampled = 0u64;
-        while let Some(batch) = rx.recv().await {
+        while let Some((batch_frames, packed)) = rx.recv().await {
             if stop.is_cancelled() {
                 break;
             }
             while pending.len() >= in_flight {
                 pending.join_next().await.context("publish set empty")???;
             }
-            let batch_frames = batch.frames.len();
-            let pixel_bytes = batch.pixels.len() as u64;
-            sampled += batch_frames as u64;
+            let frame_count = batch_frames.len();
+            let pixel_bytes = packed.bytes.len() as u64;
+            sampled += frame_count as u64;
             let job = FrameJob {
                 video_id: task.video_id,
                 task: task.task.clone(),
@@ -285,15 +278,16 @@ impl Producer {
                 seq,
                 width: spec.width,
                 height: spec.height,
-                frames: batch.frames,
+                frames: batch_frames,
                 payload: packing,
-                pixels: batch.pixels,
+                pixels: packed.bytes,
+                frame_bytes: packed.frame_bytes,
             };
             seq += 1;
             let payload = schema::encode(&Message::FrameJob(job))?;
             let publisher = self.publisher.clone();
             let key = task.task.clone();
-            let frames = batch_frames as u64;
+            let frames = frame_count as u64;
             pending.spawn(async move {
                 publisher
                     .publish(Topology::frames_key(&key), &payload, Default::default())

@@ -1,17 +1,19 @@
 //! Wire versions 3 and 4, read but never written: jobs and results of
 //! processes not upgraded yet, and parts a collector stored before its
 //! upgrade, are still processed. Version 4 added `FrameResult::heads`;
-//! version 5 added `FrameJob::payload` and, after the existing variants,
+//! version 5 added `VideoTask::payload`, `FrameJob::payload` and
+//! `FrameJob::frame_bytes` and, after the existing variants,
 //! `Sampling::Keyframes` and `Sampling::Scene` (bincode encodes enum
-//! variants by position, so old tasks decode as they are). Only the job
-//! and the result need their old shapes here.
+//! variants by position, so old samplings decode as they are). Only the
+//! task, the job and the result need their old shapes here; the old ones
+//! are raw.
 
 use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::{
-    Frame, FrameJob, FrameResult, Label, Message, ObjectRef, Payload, VideoDone, VideoFailed,
-    VideoTask,
+    Frame, FrameJob, FrameResult, Label, Message, ObjectRef, Payload, Provenance, Sampling,
+    VideoDone, VideoFailed, VideoTask,
 };
 
 pub const V3: u16 = 3;
@@ -19,11 +21,36 @@ pub const V4: u16 = 4;
 
 #[derive(Deserialize)]
 pub enum MessageV4 {
-    VideoTask(VideoTask),
+    VideoTask(VideoTaskV4),
     FrameJob(FrameJobV4),
     FrameResult(FrameResult),
     VideoDone(VideoDone),
     VideoFailed(VideoFailed),
+}
+
+/// `VideoTask` before `payload`.
+#[derive(Deserialize)]
+pub struct VideoTaskV4 {
+    video_id: Uuid,
+    source: ObjectRef,
+    task: String,
+    sampling: Sampling,
+    output: ObjectRef,
+    provenance: Provenance,
+}
+
+impl From<VideoTaskV4> for VideoTask {
+    fn from(old: VideoTaskV4) -> Self {
+        VideoTask {
+            video_id: old.video_id,
+            source: old.source,
+            task: old.task,
+            sampling: old.sampling,
+            payload: Payload::Raw,
+            output: old.output,
+            provenance: old.provenance,
+        }
+    }
 }
 
 /// `FrameJob` before `payload`: always raw.
@@ -54,6 +81,7 @@ impl From<FrameJobV4> for FrameJob {
             frames: old.frames,
             payload: Payload::Raw,
             pixels: old.pixels,
+            frame_bytes: Vec::new(),
         }
     }
 }
@@ -61,7 +89,7 @@ impl From<FrameJobV4> for FrameJob {
 impl From<MessageV4> for Message {
     fn from(old: MessageV4) -> Self {
         match old {
-            MessageV4::VideoTask(m) => Message::VideoTask(m),
+            MessageV4::VideoTask(m) => Message::VideoTask(m.into()),
             MessageV4::FrameJob(m) => Message::FrameJob(m.into()),
             MessageV4::FrameResult(m) => Message::FrameResult(m),
             MessageV4::VideoDone(m) => Message::VideoDone(m),
@@ -72,7 +100,7 @@ impl From<MessageV4> for Message {
 
 #[derive(Deserialize)]
 pub enum MessageV3 {
-    VideoTask(VideoTask),
+    VideoTask(VideoTaskV4),
     FrameJob(FrameJobV4),
     FrameResult(FrameResultV3),
     VideoDone(VideoDone),
@@ -98,7 +126,7 @@ pub struct FrameResultV3 {
 impl From<MessageV3> for Message {
     fn from(old: MessageV3) -> Self {
         match old {
-            MessageV3::VideoTask(m) => Message::VideoTask(m),
+            MessageV3::VideoTask(m) => Message::VideoTask(m.into()),
             MessageV3::FrameJob(m) => Message::FrameJob(m.into()),
             MessageV3::FrameResult(r) => Message::FrameResult(FrameResult {
                 video_id: r.video_id,

@@ -40,6 +40,8 @@ pub struct VideoTask {
     pub source: ObjectRef,
     pub task: String,
     pub sampling: Sampling,
+    /// How the producer sends this video's frames to the workers.
+    pub payload: Payload,
     /// Prefix under which the collector writes `embeddings/`, `status/`, ….
     pub output: ObjectRef,
     pub provenance: Provenance,
@@ -83,20 +85,24 @@ pub struct FrameJob {
     pub frames: Vec<Frame>,
     /// How `pixels` travel.
     pub payload: Payload,
-    /// Packed RGB24, frame after frame, row-major; compressed as a whole
-    /// if `payload` says so.
+    /// Packed RGB24, frame after frame, row-major, as `payload` encodes it.
     #[serde(with = "serde_bytes")]
     pub pixels: Vec<u8>,
+    /// For `Payload::Jpeg`, each frame's JPEG length in `pixels`, in order;
+    /// empty otherwise.
+    pub frame_bytes: Vec<u32>,
 }
 
-/// The encoding of a `FrameJob`'s pixels. Both are lossless: a worker
-/// sees the same RGB bytes whichever the producer chose.
+/// The encoding of frame pixels on the wire, chosen per pipeline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Payload {
     /// Packed RGB24 as it is.
     Raw,
-    /// Packed RGB24 in one zstd frame.
+    /// Packed RGB24 in one zstd frame: lossless.
     Zstd,
+    /// One baseline JPEG per frame at this quality (1–100): lossy, so the
+    /// model sees slightly different pixels than with `Raw`.
+    Jpeg(u8),
 }
 
 // Frame buffers never reach logs.

@@ -31,6 +31,16 @@ pub enum ValidationError {
     },
     #[error("compressed frames unpack to {expected} bytes, over the {limit} byte limit")]
     UnpackedTooLarge { expected: u128, limit: usize },
+    #[error(
+        "{sizes} JPEG sizes for {frames} frames and {bytes} bytes (one positive size per frame, summing to the bytes, for JPEG payloads only)"
+    )]
+    FrameBytes {
+        frames: usize,
+        sizes: usize,
+        bytes: usize,
+    },
+    #[error("JPEG quality {0} is outside 1..=100")]
+    BadQuality(u8),
     #[error("embedding dim {dim} is outside 1..={max} (0 only with captions)")]
     BadDim { dim: u32, max: u32 },
     #[error("{actual} embedding values, expected {expected} ({frames} frames x dim {dim})")]
@@ -161,7 +171,16 @@ impl VideoTask {
         if !usable {
             return Err(ValidationError::BadSampling(self.sampling));
         }
-        Ok(())
+        self.payload.validate()
+    }
+}
+
+impl Payload {
+    pub fn validate(&self) -> Result {
+        match *self {
+            Payload::Jpeg(q) if !(1..=100).contains(&q) => Err(ValidationError::BadQuality(q)),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -178,25 +197,44 @@ impl FrameJob {
         }
         frames(&self.frames, limits)?;
         let expected = u128::from(w) * u128::from(h) * 3 * self.frames.len() as u128;
-        if self.payload == Payload::Zstd {
-            if self.pixels.is_empty() {
-                return Err(ValidationError::Empty("pixels"));
+        self.payload.validate()?;
+        let sized = match self.payload {
+            Payload::Jpeg(_) => {
+                self.frame_bytes.len() == self.frames.len()
+                    && self.frame_bytes.iter().all(|&n| n > 0)
+                    && self.frame_bytes.iter().map(|&n| u64::from(n)).sum::<u64>()
+                        == self.pixels.len() as u64
             }
-            // Unpacked, a job holds no more than a raw one could, so a
-            // worker's memory per job stays bounded.
-            if expected > limits.max_message_bytes as u128 {
-                return Err(ValidationError::UnpackedTooLarge {
+            Payload::Raw | Payload::Zstd => self.frame_bytes.is_empty(),
+        };
+        if !sized {
+            return Err(ValidationError::FrameBytes {
+                frames: self.frames.len(),
+                sizes: self.frame_bytes.len(),
+                bytes: self.pixels.len(),
+            });
+        }
+        if self.payload == Payload::Raw {
+            if expected != self.pixels.len() as u128 {
+                return Err(ValidationError::PixelBytes {
+                    width: w,
+                    height: h,
+                    frames: self.frames.len(),
                     expected,
-                    limit: limits.max_message_bytes,
+                    actual: self.pixels.len(),
                 });
             }
-        } else if expected != self.pixels.len() as u128 {
-            return Err(ValidationError::PixelBytes {
-                width: w,
-                height: h,
-                frames: self.frames.len(),
+            return Ok(());
+        }
+        if self.pixels.is_empty() {
+            return Err(ValidationError::Empty("pixels"));
+        }
+        // Unpacked, a job holds no more than a raw one could, so a
+        // worker's memory per job stays bounded.
+        if expected > limits.max_message_bytes as u128 {
+            return Err(ValidationError::UnpackedTooLarge {
                 expected,
-                actual: self.pixels.len(),
+                limit: limits.max_message_bytes,
             });
         }
         Ok(())

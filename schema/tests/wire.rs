@@ -60,6 +60,7 @@ fn job() -> impl Strategy<Value = FrameJob> {
                     Payload::Zstd
                 },
                 pixels,
+                frame_bytes: Vec::new(),
             })
         })
 }
@@ -160,6 +161,7 @@ fn message() -> impl Strategy<Value = Message> {
                     source,
                     task: "embed.effnet-lite0".into(),
                     sampling,
+                    payload: [Payload::Raw, Payload::Zstd, Payload::Jpeg(90)][(id % 3) as usize],
                     output,
                     provenance,
                 })
@@ -272,6 +274,7 @@ fn sample_job() -> FrameJob {
         ],
         payload: Payload::Raw,
         pixels: vec![0; 4 * 2 * 3 * 2],
+        frame_bytes: Vec::new(),
     }
 }
 
@@ -299,29 +302,43 @@ fn other_versions_are_reported_as_such_not_as_corruption() {
     );
 }
 
-/// Version 5 only appended `Sampling` variants: a version 4 task (what a
-/// producer or watcher not yet upgraded publishes) decodes unchanged.
+/// A version 4 task (what a watcher or `submit` not yet upgraded
+/// publishes), before `payload`: read as raw.
 #[test]
-fn version_4_tasks_are_read() {
-    let task = VideoTask {
+fn version_4_tasks_are_read_as_raw() {
+    let source = ObjectRef {
+        bucket: "b".into(),
+        key: "videos/a.mp4".into(),
+    };
+    let output = ObjectRef {
+        bucket: "b".into(),
+        key: "outputs/".into(),
+    };
+    let provenance = Provenance {
+        etag: None,
+        fingerprint: "f".into(),
+    };
+    let old = MessageV4::VideoTask(VideoTaskV4 {
         video_id: Uuid::from_u128(5),
-        source: ObjectRef {
-            bucket: "b".into(),
-            key: "videos/a.mp4".into(),
-        },
+        source: source.clone(),
         task: "embed.effnet-lite0".into(),
         sampling: Sampling::Fps(2.0),
-        output: ObjectRef {
-            bucket: "b".into(),
-            key: "outputs/".into(),
-        },
-        provenance: Provenance {
-            etag: None,
-            fingerprint: "f".into(),
-        },
+        output: output.clone(),
+        provenance: provenance.clone(),
+    });
+    let mut bytes = b"FF".to_vec();
+    bytes.extend_from_slice(&4u16.to_le_bytes());
+    bincode::serde::encode_into_std_write(&old, &mut bytes, bincode::config::standard())
+        .expect("encodes");
+    let task = VideoTask {
+        video_id: Uuid::from_u128(5),
+        source,
+        task: "embed.effnet-lite0".into(),
+        sampling: Sampling::Fps(2.0),
+        payload: Payload::Raw,
+        output,
+        provenance,
     };
-    let mut bytes = encode(&Message::VideoTask(task.clone())).expect("encodes");
-    bytes[2..4].copy_from_slice(&4u16.to_le_bytes());
     assert!(matches!(decode(&bytes), Ok(Message::VideoTask(t)) if t == task));
 }
 
@@ -336,6 +353,7 @@ fn scene_thresholds_outside_0_1_are_refused() {
             },
             task: "embed.effnet-lite0".into(),
             sampling: Sampling::Scene(t),
+            payload: Payload::Raw,
             output: ObjectRef {
                 bucket: "b".into(),
                 key: "outputs/".into(),
@@ -370,6 +388,27 @@ fn compressed_pixels_are_bounded_by_what_they_unpack_to() {
             "pixels"
         )))
     ));
+    // JPEG: one positive size per frame, adding up to the bytes.
+    let mut jpeg = job.clone();
+    jpeg.payload = Payload::Jpeg(90);
+    jpeg.pixels = vec![1; 10];
+    jpeg.frame_bytes = vec![4, 6];
+    assert!(encode(&Message::FrameJob(jpeg.clone())).is_ok());
+    for sizes in [vec![4, 5], vec![10], vec![0, 10]] {
+        jpeg.frame_bytes = sizes;
+        assert!(matches!(
+            encode(&Message::FrameJob(jpeg.clone())),
+            Err(schema::EncodeError::Invalid(
+                ValidationError::FrameBytes { .. }
+            ))
+        ));
+    }
+    jpeg.frame_bytes = vec![4, 6];
+    jpeg.payload = Payload::Jpeg(0);
+    assert!(matches!(
+        encode(&Message::FrameJob(jpeg)),
+        Err(schema::EncodeError::Invalid(ValidationError::BadQuality(0)))
+    ));
     // 2048² RGB × 2 frames unpacks past the 16 MiB message limit.
     job.pixels = vec![1];
     (job.width, job.height) = (2048, 2048);
@@ -381,8 +420,8 @@ fn compressed_pixels_are_bounded_by_what_they_unpack_to() {
     ));
 }
 
-/// Version 4's `FrameJob`, before `payload`: field for field, and the
-/// message enum's variant order.
+/// Version 4's `FrameJob`, before `payload` and `frame_bytes`: field for
+/// field, and the message enum's variant order.
 #[derive(serde::Serialize)]
 struct FrameJobV4 {
     video_id: Uuid,
@@ -397,10 +436,20 @@ struct FrameJobV4 {
     pixels: Vec<u8>,
 }
 
+/// Version 4's `VideoTask`, before `payload`.
 #[derive(serde::Serialize)]
-#[allow(dead_code)] // only the variant's position is encoded
+struct VideoTaskV4 {
+    video_id: Uuid,
+    source: ObjectRef,
+    task: String,
+    sampling: Sampling,
+    output: ObjectRef,
+    provenance: Provenance,
+}
+
+#[derive(serde::Serialize)]
 enum MessageV4 {
-    VideoTask,
+    VideoTask(VideoTaskV4),
     FrameJob(FrameJobV4),
 }
 

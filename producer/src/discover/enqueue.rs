@@ -129,6 +129,7 @@ impl<'a> Enqueuer<'a> {
             source: c.object.clone(),
             task: self.pipeline.task.clone(),
             sampling: self.pipeline.sampling,
+            payload: self.pipeline.payload,
             output: self.pipeline.output.clone(),
             provenance: Provenance {
                 etag: c.etag.clone(),

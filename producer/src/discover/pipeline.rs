@@ -2,7 +2,7 @@
 //! hashed into a fingerprint that statuses record.
 
 use anyhow::Context;
-use schema::{ObjectRef, Sampling};
+use schema::{ObjectRef, Payload, Sampling};
 use uuid::Uuid;
 
 use fleet::store;
@@ -22,6 +22,14 @@ pub struct PipelineArgs {
     /// scene change scoring over T, 0 < T < 1, default 0.4).
     #[arg(long, env = "FF_SAMPLE", default_value = "all", value_parser = parse_sampling)]
     pub sample: Sampling,
+
+    /// How frames travel from producer to workers: raw; zstd (lossless, so
+    /// outputs do not change: fewer broker bytes for some producer CPU); or
+    /// jpeg=Q, quality 1–100 (lossy: about a tenth of the bytes, and
+    /// embeddings or captions close to, not equal to, raw's). See
+    /// BENCHMARKS.md.
+    #[arg(long, env = "FF_PAYLOAD", default_value = "raw", value_parser = parse_payload)]
+    pub payload: Payload,
 
     /// s3://BUCKET/PREFIX for outputs [default: s3://<source bucket>/outputs/].
     #[arg(long, env = "FF_OUTPUT")]
@@ -71,6 +79,29 @@ pub fn parse_sampling(text: &str) -> Result<Sampling, String> {
     }
 }
 
+/// Parses `raw`, `zstd` or `jpeg=Q`.
+pub fn parse_payload(text: &str) -> Result<Payload, String> {
+    let bad = || format!("payload {text:?} is not raw, zstd or jpeg=Q (1 ≤ Q ≤ 100)");
+    match text.split_once('=') {
+        None if text == "raw" => Ok(Payload::Raw),
+        None if text == "zstd" => Ok(Payload::Zstd),
+        Some(("jpeg", q)) => match q.parse::<u8>() {
+            Ok(q) if (1..=100).contains(&q) => Ok(Payload::Jpeg(q)),
+            _ => Err(bad()),
+        },
+        _ => Err(bad()),
+    }
+}
+
+/// The flag form of a payload; `parse_payload` reads it back.
+pub fn payload_text(payload: Payload) -> String {
+    match payload {
+        Payload::Raw => "raw".into(),
+        Payload::Zstd => "zstd".into(),
+        Payload::Jpeg(q) => format!("jpeg={q}"),
+    }
+}
+
 /// The flag form of a sampling rule; `parse_sampling` reads it back.
 pub fn sampling_text(sampling: Sampling) -> String {
     match sampling {
@@ -95,6 +126,7 @@ pub fn normalize_prefix(mut output: ObjectRef) -> ObjectRef {
 pub struct Pipeline {
     pub task: String,
     pub sampling: Sampling,
+    pub payload: Payload,
     pub output: ObjectRef,
     model_id: String,
     prompt: String,
@@ -117,6 +149,7 @@ impl Pipeline {
         Ok(Self {
             task: args.task.clone(),
             sampling: args.sample,
+            payload: args.payload,
             output: normalize_prefix(output),
             model_id: args.model_id.clone(),
             prompt: args.prompt.clone(),
@@ -136,6 +169,11 @@ impl Pipeline {
         );
         if self.task.starts_with("caption.") {
             text += &format!("prompt={:?}\nmax_tokens={}\n", self.prompt, self.max_tokens);
+        }
+        // A lossy payload changes the model's input; a lossless one does
+        // not, and leaves the fingerprint as it was before payloads existed.
+        if let Payload::Jpeg(_) = self.payload {
+            text += &format!("payload={}\n", payload_text(self.payload));
         }
         text
     }
@@ -176,6 +214,7 @@ mod tests {
         PipelineArgs {
             task: "caption.blip-base".into(),
             sample: Sampling::Fps(2.0),
+            payload: Payload::Raw,
             output: None,
             model_id: "Salesforce/blip-image-captioning-base@main".into(),
             prompt: String::new(),
@@ -225,6 +264,24 @@ mod tests {
     }
 
     #[test]
+    fn payload_flags() {
+        assert_eq!(parse_payload("raw"), Ok(Payload::Raw));
+        assert_eq!(parse_payload("zstd"), Ok(Payload::Zstd));
+        assert_eq!(parse_payload("jpeg=85"), Ok(Payload::Jpeg(85)));
+        for p in [
+            Payload::Raw,
+            Payload::Zstd,
+            Payload::Jpeg(1),
+            Payload::Jpeg(100),
+        ] {
+            assert_eq!(parse_payload(&payload_text(p)), Ok(p));
+        }
+        for bad in ["", "jpeg", "jpeg=0", "jpeg=101", "jpeg=x", "png", "zstd=3"] {
+            assert!(parse_payload(bad).is_err(), "{bad} must be refused");
+        }
+    }
+
+    #[test]
     fn every_setting_changes_the_fingerprint() -> anyhow::Result<()> {
         let base = Pipeline::resolve(&args(), &source())?;
         assert_eq!(base.output.to_string(), "s3://b/outputs/");
@@ -247,10 +304,20 @@ mod tests {
         let mut a = args();
         a.max_tokens = 20;
         variants.push(a);
+        let mut a = args();
+        a.payload = Payload::Jpeg(90);
+        variants.push(a);
         for v in &variants {
             let other = Pipeline::resolve(v, &source())?;
             assert_ne!(other.fingerprint(), base.fingerprint(), "{v:?}");
         }
+        // A lossless payload leaves outputs, and so the fingerprint, alone.
+        let mut a = args();
+        a.payload = Payload::Zstd;
+        assert_eq!(
+            Pipeline::resolve(&a, &source())?.fingerprint(),
+            base.fingerprint()
+        );
         // Stable across processes: the fingerprint is a pure function.
         assert_eq!(
             base.fingerprint(),
