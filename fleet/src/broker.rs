@@ -73,22 +73,23 @@ fn is_loopback(hostport: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// How hard a connection tries to reach the broker, at first and after
-/// losing it.
+/// How hard a connection tries to reach the broker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Persistence {
-    /// Long-running processes: ride out a broker outage of about ten
-    /// minutes, trying again at most every 5 s, then fail (and let the
-    /// supervisor restart us).
+    /// Long-running processes: wait out a broker that refuses
+    /// connections for about ten minutes, trying again at most every 5 s,
+    /// then fail (and let the supervisor restart us). Losing the
+    /// connection later is `reconnecting`'s business.
     Service,
     /// One-shot commands: one try, so that a wrong URL, credential or
     /// certificate fails at once instead of after ten minutes of retries.
     OneShot,
 }
 
-/// Opens a connection that recovers by itself after a broker restart;
-/// channels then replay their topology, QoS and consumers. An `amqps://`
-/// URL is verified against the system's CAs plus `--amqp-ca-file`.
+/// Opens a connection. lapin's own recovery stays off (see
+/// `reconnect.rs`): a lost connection fails everything on it at once. An
+/// `amqps://` URL is verified against the system's CAs plus
+/// `--amqp-ca-file`.
 pub async fn connect(
     broker: &BrokerArgs,
     name: &str,
@@ -109,8 +110,7 @@ pub async fn connect(
                 .with_max_delay(Duration::from_secs(5))
                 .with_max_times(120),
             Persistence::OneShot => backoff.with_max_times(0),
-        })
-        .enable_auto_recover();
+        });
     let mut tls = OwnedTLSConfig::default();
     if let Some(path) = &broker.amqp_ca_file {
         let pem = std::fs::read_to_string(path).map_err(|source| BrokerError::CaFile {
@@ -124,19 +124,9 @@ pub async fn connect(
         source,
     };
     let runtime = lapin::runtime::default_runtime().map_err(failed)?;
-    let connection = Connection::connect_with_config(url, props, tls, runtime)
+    Connection::connect_with_config(url, props, tls, runtime)
         .await
-        .map_err(failed)?;
-    if persistence == Persistence::Service
-        && let Ok(uri) = url.parse::<lapin::uri::AMQPUri>()
-    {
-        crate::stall::watch(
-            connection.status().clone(),
-            uri.authority.host,
-            uri.authority.port,
-        );
-    }
-    Ok(connection)
+        .map_err(failed)
 }
 
 #[cfg(test)]

@@ -44,6 +44,8 @@ pub const VIDEOS_QUEUED: &str = "framefleet_videos_queued_total";
 pub const PUBLISH_NACKS: &str = "framefleet_publish_nacks_total";
 /// Failures by `kind` and `cause` (see the module comment).
 pub const FAILURES: &str = "framefleet_failures_total";
+/// Broker connections lost and made again (`fleet::reconnecting`).
+pub const BROKER_RECONNECTS: &str = "framefleet_broker_reconnects_total";
 
 /// Every metric a Framefleet process may expose, for checks against
 /// dashboards and scrape configs.
@@ -61,6 +63,7 @@ pub const ALL: &[&str] = &[
     VIDEOS_QUEUED,
     PUBLISH_NACKS,
     FAILURES,
+    BROKER_RECONNECTS,
 ];
 
 #[derive(Clone, Debug, Args)]

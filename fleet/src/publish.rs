@@ -123,9 +123,10 @@ impl Publisher {
     }
 
     /// Publishes until confirmed. A nack (a full queue pushing back) waits
-    /// with exponential backoff and tries again for as long as it takes; a
-    /// lost connection waits for lapin's recovery. Only an unroutable key or
-    /// an unrecoverable broker error is returned.
+    /// with exponential backoff and tries again for as long as it takes.
+    /// An unroutable key or a broker error (a lost connection among them:
+    /// the caller's run unwinds and `reconnecting` starts it again) is
+    /// returned.
     pub async fn publish(
         &self,
         key: &str,
@@ -150,14 +151,9 @@ impl Publisher {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
-                Err(PublishError::Broker { key, source }) => {
-                    tracing::warn!(key, error = %source, "publish failed, waiting for the connection to recover");
-                    self.channel
-                        .wait_for_recovery(source)
-                        .await
-                        .map_err(|source| PublishError::Broker { key, source })?;
+                Err(e @ (PublishError::Broker { .. } | PublishError::Unroutable { .. })) => {
+                    return Err(e);
                 }
-                Err(e @ PublishError::Unroutable { .. }) => return Err(e),
             }
         }
     }

@@ -114,45 +114,42 @@ fn stop_on_signal() -> CancellationToken {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    // `submit` is a one-shot command: a bad URL, credential or certificate
-    // must fail at once; the rest are services that ride out outages.
-    let (role, persistence) = match &cli.command {
-        Command::Submit { .. } => ("submit", fleet::Persistence::OneShot),
-        Command::Watch { .. } => ("watch", fleet::Persistence::Service),
-        Command::Run { .. } => ("producer", fleet::Persistence::Service),
-        Command::Collect { .. } => ("collector", fleet::Persistence::Service),
+    let role = match &cli.command {
+        Command::Submit { .. } => "submit",
+        Command::Watch { .. } => "watch",
+        Command::Run { .. } => "producer",
+        Command::Collect { .. } => "collector",
     };
     fleet::metrics::serve(&cli.metrics, role)?;
-    let connection = fleet::connect(
-        &cli.broker,
-        &format!("{role} pid {}", std::process::id()),
-        persistence,
-    )
-    .await?;
+    let name = format!("{role} pid {}", std::process::id());
     let topology = Topology::new(&cli.broker.namespace);
-    let publisher = Publisher::open(&connection, &topology.jobs_exchange()).await?;
-    topology.declare_core(publisher.channel()).await?;
     let s3 = store::client(&cli.s3).await?;
-    let code = match cli.command {
+    match cli.command {
         Command::Submit {
             source,
             pipeline,
             claims,
             force,
         } => {
+            // A one-shot command: a bad URL, credential or certificate
+            // fails at once.
+            let connection =
+                fleet::connect(&cli.broker, &name, fleet::Persistence::OneShot).await?;
+            let (publisher, _) = open_publishers(&connection, &topology).await?;
             let source = store::parse_url(&source)?;
             let enqueuer =
                 discover::Enqueuer::new(&s3, &publisher, &pipeline, &source, &claims, force)?;
             let tally = submit::submit(&enqueuer, &source).await?;
+            connection.close(200, "done".into()).await.ok();
             println!(
                 "{} videos submitted from {source} ({} already done, {} already queued)",
                 tally.queued, tally.done, tally.in_flight
             );
-            if tally.queued == 0 {
+            return Ok(if tally.queued == 0 {
                 ExitCode::from(3)
             } else {
                 ExitCode::SUCCESS
-            }
+            });
         }
         Command::Watch {
             source,
@@ -161,38 +158,71 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             watch,
         } => {
             let source = store::parse_url(&source)?;
-            let enqueuer =
-                discover::Enqueuer::new(&s3, &publisher, &pipeline, &source, &claims, false)?;
-            let dead = Publisher::open(&connection, &topology.dead_exchange()).await?;
-            discover::watch::Watcher::new(enqueuer, source, watch, topology, dead)
-                .run(&connection, stop_on_signal())
-                .await?;
-            ExitCode::SUCCESS
+            let stop = stop_on_signal();
+            fleet::reconnecting(&cli.broker, &name, &stop, async |connection| {
+                let (publisher, dead) = open_publishers(connection, &topology).await?;
+                let enqueuer =
+                    discover::Enqueuer::new(&s3, &publisher, &pipeline, &source, &claims, false)?;
+                discover::watch::Watcher::new(
+                    enqueuer,
+                    source.clone(),
+                    watch.clone(),
+                    topology.clone(),
+                    dead,
+                )
+                .run(connection, stop.clone())
+                .await
+            })
+            .await?;
         }
         Command::Run { produce } => {
             decode::init().context("cannot initialise libav")?;
-            let dead = Publisher::open(&connection, &topology.dead_exchange()).await?;
-            let channel = connection.create_channel().await?;
-            produce::Producer::new(s3, cli.s3.clone(), topology, publisher, dead, produce)
-                .run(channel, stop_on_signal())
-                .await?;
-            ExitCode::SUCCESS
+            let stop = stop_on_signal();
+            fleet::reconnecting(&cli.broker, &name, &stop, async |connection| {
+                let (publisher, dead) = open_publishers(connection, &topology).await?;
+                let channel = connection.create_channel().await?;
+                produce::Producer::new(
+                    s3.clone(),
+                    cli.s3.clone(),
+                    topology.clone(),
+                    publisher,
+                    dead,
+                    produce.clone(),
+                )
+                .run(channel, stop.clone())
+                .await
+            })
+            .await?;
         }
         Command::Collect { prefetch } => {
-            let dead = Publisher::open(&connection, &topology.dead_exchange()).await?;
-            let channel = connection.create_channel().await?;
-            collect::Collector {
-                s3,
-                topology,
-                dead,
-                prefetch,
-                store_retry: cli.s3.store_retry,
-            }
-            .run(channel, stop_on_signal())
+            let stop = stop_on_signal();
+            fleet::reconnecting(&cli.broker, &name, &stop, async |connection| {
+                let (_, dead) = open_publishers(connection, &topology).await?;
+                let channel = connection.create_channel().await?;
+                collect::Collector {
+                    s3: s3.clone(),
+                    topology: topology.clone(),
+                    dead,
+                    prefetch,
+                    store_retry: cli.s3.store_retry,
+                }
+                .run(channel, stop.clone())
+                .await
+            })
             .await?;
-            ExitCode::SUCCESS
         }
-    };
-    connection.close(200, "done".into()).await.ok();
-    Ok(code)
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The jobs exchange's publisher (with the core topology declared, as
+/// every process does in case it starts first) and the dead-letter one.
+async fn open_publishers(
+    connection: &lapin::Connection,
+    topology: &Topology,
+) -> anyhow::Result<(Publisher, Publisher)> {
+    let publisher = Publisher::open(connection, &topology.jobs_exchange()).await?;
+    topology.declare_core(publisher.channel()).await?;
+    let dead = Publisher::open(connection, &topology.dead_exchange()).await?;
+    Ok((publisher, dead))
 }

@@ -103,9 +103,7 @@ impl Producer {
                 next = consumer.next() => match next {
                     Some(Ok(d)) => d,
                     Some(Err(e)) => {
-                        tracing::warn!(error = %e, "consumer error, waiting for recovery");
-                        channel.wait_for_recovery(e).await?;
-                        continue;
+                        return Err(anyhow::Error::from(e).context("consuming the video tasks"));
                     }
                     None => break,
                 },
@@ -151,6 +149,14 @@ impl Producer {
         let outcome = loop {
             match self.process(&task, stop).await {
                 Ok(outcome) => break outcome,
+                // Nothing to retry on a dead connection: the run unwinds,
+                // and the broker hands the task out again.
+                Err(e) if !self.publisher.channel().status().connected() => {
+                    return Err(e.context(format!(
+                        "the broker connection was lost while producing {}",
+                        task.source
+                    )));
+                }
                 Err(e) if !stop.is_cancelled() && patience.wait(stop).await => {
                     tracing::warn!(video = %task.source, error = format!("{e:#}"), "store or broker trouble, video task retried");
                 }

@@ -68,15 +68,16 @@ fn with_heads(mut outputs: Outputs, heads: &[Head], count: usize) -> candle_core
     Ok(outputs)
 }
 
-/// Spawns the engine thread; it ends when `batches` closes. `heads` run
-/// on each batch's embeddings after the model.
+/// Spawns the engine thread; it ends when `batches` or `finished` closes
+/// and hands the model and heads back, for the next connection's run.
+/// `heads` run on each batch's embeddings after the model.
 pub fn spawn(
     model: Box<dyn Model>,
     heads: Vec<Head>,
     max_frames: usize,
     mut batches: mpsc::Receiver<Vec<Job>>,
     finished: mpsc::Sender<Finished>,
-) -> std::io::Result<std::thread::JoinHandle<()>> {
+) -> std::io::Result<std::thread::JoinHandle<(Box<dyn Model>, Vec<Head>)>> {
     std::thread::Builder::new()
         .name("engine".into())
         .spawn(move || {
@@ -102,8 +103,9 @@ pub fn spawn(
                     })
                     .is_err()
                 {
-                    return;
+                    break;
                 }
             }
+            (model, heads)
         })
 }

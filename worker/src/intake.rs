@@ -107,9 +107,7 @@ impl Intake {
                 next = consumer.next() => match next {
                     Some(Ok(d)) => d,
                     Some(Err(e)) => {
-                        tracing::warn!(error = %e, "consumer error, waiting for recovery");
-                        channel.wait_for_recovery(e).await?;
-                        continue;
+                        return Err(anyhow::Error::from(e).context("consuming frame jobs"));
                     }
                     None => return Ok(()),
                 },

@@ -5,13 +5,16 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use fleet::{Publisher, Topology};
+use lapin::Connection;
 
 use crate::{
     batcher,
     cli::RunArgs,
     engine,
+    heads::Head,
     intake::Intake,
     load,
+    models::Model,
     pace::{Held, Pace},
     reply::Reply,
 };
@@ -53,70 +56,107 @@ pub async fn run(cli: RunArgs) -> anyhow::Result<()> {
     tracing::info!(task = %cli.task, model = name, device = %cli.model.device, dir = %dir.display(), heads = ?heads.iter().map(|h| h.name()).collect::<Vec<_>>(), "model loaded");
 
     let consumer_tag = format!("worker {} pid {}", cli.task, std::process::id());
-    let connection =
-        fleet::connect(&cli.broker, &consumer_tag, fleet::Persistence::Service).await?;
-    let topology = Topology::new(&cli.broker.namespace);
-    let results = Publisher::open(&connection, &topology.jobs_exchange()).await?;
-    topology.declare_core(results.channel()).await?;
-    topology
-        .declare_frames(results.channel(), &cli.task)
-        .await?;
-    let dead = Publisher::open(&connection, &topology.dead_exchange()).await?;
-
-    let channel = connection.create_channel().await?;
     tracing::info!(
         prefetch = cli.prefetch,
         ack_timeout = %humantime::format_duration(cli.ack_timeout),
         max_batch = cli.max_batch,
         "worker limits"
     );
-
     let stop = CancellationToken::new();
     tokio::spawn(shutdown_signal(stop.clone()));
-    let (job_tx, job_rx) = mpsc::channel(usize::from(cli.prefetch));
-    let (batch_tx, batch_rx) = mpsc::channel(1);
-    let (done_tx, done_rx) = mpsc::channel(2);
-    let limits = batcher::Limits {
-        max_frames: cli.max_batch as usize,
-        max_wait: Duration::from_millis(cli.max_wait_ms),
-    };
-    // One job until the first batch shows how many fit in the ack timeout.
-    let (prefetch_tx, prefetch_rx) = watch::channel(Pace::INITIAL.min(cli.prefetch));
-    let held = Held::new();
-    let engine = engine::spawn(model, heads, cli.max_batch as usize, batch_rx, done_tx)?;
-    let batching = tokio::spawn(batcher::run(job_rx, batch_tx, limits));
-    let replying = tokio::spawn(
-        Reply {
-            results,
-            model: name,
-            pace: Pace::new(cli.ack_timeout, cli.prefetch),
-            prefetch: prefetch_tx,
-            held: held.clone(),
-        }
-        .run(done_rx),
-    );
-    let intake = Intake {
-        queue: topology.frames_queue(&cli.task),
-        task: cli.task.clone(),
+    let service = Service {
+        topology: Topology::new(&cli.broker.namespace),
+        cli: &cli,
+        model_name: name,
         size,
-        dead,
         tag: consumer_tag.clone(),
-        ceiling: cli.prefetch,
-        held,
+        stop: stop.clone(),
     };
-    // On return the intake has cancelled its subscription; what was
-    // already taken drains through the pipeline and is acked on this same
-    // channel before it closes. Anything still unacked after that is
-    // requeued by the broker.
-    let intake_result = intake
-        .run(&channel, job_tx, stop.clone(), prefetch_rx)
-        .await;
-    batching.await?;
-    let reply_result = replying.await?;
-    engine
-        .join()
-        .map_err(|_| anyhow::anyhow!("engine thread panicked"))?;
-    channel.close(200, "worker stopped".into()).await.ok();
-    connection.close(200, "worker stopped".into()).await.ok();
-    intake_result.and(reply_result)
+    let mut engine = Some((model, heads));
+    fleet::reconnecting(&cli.broker, &consumer_tag, &stop, async |connection| {
+        service.serve(connection, &mut engine).await
+    })
+    .await
+}
+
+/// What one run of the worker on a broker connection needs.
+struct Service<'a> {
+    cli: &'a RunArgs,
+    topology: Topology,
+    model_name: String,
+    size: (usize, usize),
+    tag: String,
+    stop: CancellationToken,
+}
+
+impl Service<'_> {
+    /// Subscribes, infers and replies until `stop` fires or the connection
+    /// is lost. The model and heads come back out of the engine thread
+    /// into `engine` for the next run.
+    async fn serve(
+        &self,
+        connection: &Connection,
+        engine: &mut Option<(Box<dyn Model>, Vec<Head>)>,
+    ) -> anyhow::Result<()> {
+        let cli = self.cli;
+        let (model, heads) = engine
+            .take()
+            .context("the model was lost with its engine thread")?;
+        let results = Publisher::open(connection, &self.topology.jobs_exchange()).await?;
+        self.topology.declare_core(results.channel()).await?;
+        self.topology
+            .declare_frames(results.channel(), &cli.task)
+            .await?;
+        let dead = Publisher::open(connection, &self.topology.dead_exchange()).await?;
+        let channel = connection.create_channel().await?;
+
+        let (job_tx, job_rx) = mpsc::channel(usize::from(cli.prefetch));
+        let (batch_tx, batch_rx) = mpsc::channel(1);
+        let (done_tx, done_rx) = mpsc::channel(2);
+        let limits = batcher::Limits {
+            max_frames: cli.max_batch as usize,
+            max_wait: Duration::from_millis(cli.max_wait_ms),
+        };
+        // One job until the first batch shows how many fit in the ack timeout.
+        let (prefetch_tx, prefetch_rx) = watch::channel(Pace::INITIAL.min(cli.prefetch));
+        let held = Held::new();
+        let running = engine::spawn(model, heads, cli.max_batch as usize, batch_rx, done_tx)?;
+        let batching = tokio::spawn(batcher::run(job_rx, batch_tx, limits));
+        let replying = tokio::spawn(
+            Reply {
+                results,
+                model: self.model_name.clone(),
+                pace: Pace::new(cli.ack_timeout, cli.prefetch),
+                prefetch: prefetch_tx,
+                held: held.clone(),
+            }
+            .run(done_rx),
+        );
+        let intake = Intake {
+            queue: self.topology.frames_queue(&cli.task),
+            task: cli.task.clone(),
+            size: self.size,
+            dead,
+            tag: self.tag.clone(),
+            ceiling: cli.prefetch,
+            held,
+        };
+        // On return the intake has cancelled its subscription; what was
+        // already taken drains through the pipeline and is acked on this
+        // same channel before it closes. Anything still unacked after that
+        // (all of it, when the connection was lost) is requeued by the
+        // broker.
+        let intake_result = intake
+            .run(&channel, job_tx, self.stop.clone(), prefetch_rx)
+            .await;
+        batching.await?;
+        let reply_result = replying.await?;
+        *engine = Some(
+            running
+                .join()
+                .map_err(|_| anyhow::anyhow!("engine thread panicked"))?,
+        );
+        channel.close(200, "worker stopped".into()).await.ok();
+        intake_result.and(reply_result)
+    }
 }

@@ -60,9 +60,7 @@ impl Collector {
                 next = consumer.next() => match next {
                     Some(Ok(d)) => d,
                     Some(Err(e)) => {
-                        tracing::warn!(error = %e, "consumer error, waiting for recovery");
-                        channel.wait_for_recovery(e).await?;
-                        continue;
+                        return Err(anyhow::Error::from(e).context("consuming the results"));
                     }
                     None => break,
                 },

@@ -139,6 +139,12 @@ impl<'a> Watcher<'a> {
         let lease_name = self.topology.watch_lease(&self.instance());
         let mut standing_by = false;
         while !stop.is_cancelled() {
+            // The lease and events die with the connection: the next
+            // leadership needs a new one (`fleet::reconnecting`).
+            anyhow::ensure!(
+                connection.status().connected(),
+                "the broker connection was lost"
+            );
             let lease = match Lease::try_acquire(connection, &lease_name).await {
                 Ok(Some(lease)) => lease,
                 Ok(None) => {
@@ -170,6 +176,7 @@ impl<'a> Watcher<'a> {
                         "lost the watch lease (broker connection dropped); taking it again"
                     );
                 }
+                Err(e) if !connection.status().connected() => return Err(e),
                 Err(e) => {
                     tracing::error!(error = format!("{e:#}"), "watching stopped, retrying");
                     self.pause(&stop).await;
@@ -244,11 +251,7 @@ impl<'a> Watcher<'a> {
                         self.on_event(delivery, &queue).await?;
                     }
                     Some(Err(e)) => {
-                        let channel = events.as_ref().map(|(c, _)| c.clone());
-                        tracing::warn!(error = %e, "events consumer error, waiting for recovery");
-                        if let Some(channel) = channel {
-                            channel.wait_for_recovery(e).await?;
-                        }
+                        return Err(anyhow::Error::from(e).context("consuming bucket events"));
                     }
                     None => return Ok(End::LeaseLost),
                 },
