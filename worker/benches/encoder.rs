@@ -4,7 +4,9 @@
 //! when the reference env is there), with the ratio and the largest
 //! difference between the two embeddings of the first image; and our
 //! depthwise kernel against candle's grouped convolution on the model's
-//! widest depthwise layer. Needs the converted model (`FF_MODEL_DIR`, set
+//! widest depthwise layer, and our packed GEMM (bias and ReLU6 included)
+//! against candle's matmul alone on the model's 1×1 convolutions at batch
+//! 8 and on ViT-B's MLP. Needs the converted model (`FF_MODEL_DIR`, set
 //! by scripts/setup.sh). Run: `scripts/bench.sh`.
 
 use std::{
@@ -14,7 +16,13 @@ use std::{
 };
 
 use candle_core::{Device, Tensor};
-use worker::models::{EffnetEncoder, Images, Model, kernels::depthwise};
+use worker::models::{
+    EffnetEncoder, Images, Model,
+    kernels::{
+        depthwise,
+        gemm::{Epilogue, Packed},
+    },
+};
 
 const BATCHES: [usize; 3] = [1, 8, 32];
 
@@ -138,5 +146,41 @@ fn main() -> anyhow::Result<()> {
         candle * 1e3,
         candle / ours
     );
+
+    println!();
+    println!(
+        "| GEMM rows x in -> out | ours (packed, + bias, ReLU6) GFLOP/s | candle matmul GFLOP/s | ours / candle |"
+    );
+    println!("|---|---:|---:|---:|");
+    for (m, k, n, what) in [
+        (8 * 112 * 112, 32, 16, "block 0 project, batch 8"),
+        (8 * 56 * 56, 24, 144, "stage 2 expand"),
+        (8 * 56 * 56, 144, 24, "stage 2 project"),
+        (8 * 28 * 28, 240, 40, "stage 3 project"),
+        (8 * 14 * 14, 480, 80, "stage 4 project"),
+        (8 * 7 * 7, 1152, 192, "stage 6 project"),
+        (8 * 7 * 7, 320, 1280, "head"),
+        (7 * 7, 320, 1280, "head, batch 1"),
+        (8 * 197, 768, 3072, "ViT-B MLP up, batch 8"),
+        (8 * 197, 3072, 768, "ViT-B MLP down"),
+    ] {
+        let x = Tensor::randn(0f32, 1.0, (m, k), &Device::Cpu)?;
+        let w = Tensor::randn(0f32, 0.1, (n, k), &Device::Cpu)?;
+        let b = vec![0.1f32; n];
+        let packed = Packed::new(&w.flatten_all()?.to_vec1()?, &b, n, k);
+        let xs = x.flatten_all()?.to_vec1::<f32>()?;
+        let ours = time(Duration::from_secs(1), || {
+            packed.forward(&xs, m, Epilogue::Relu6)
+        });
+        let wt = w.t()?;
+        let candle = time(Duration::from_secs(1), || x.matmul(&wt));
+        let gflops = |secs: f64| 2.0 * (m * k * n) as f64 / secs / 1e9;
+        println!(
+            "| {m} x {k} -> {n} ({what}) | {:.1} | {:.1} | {:.2}x |",
+            gflops(ours),
+            gflops(candle),
+            candle / ours
+        );
+    }
     Ok(())
 }

@@ -99,7 +99,7 @@ impl ConvBn {
         };
         Ok(match kind {
             ConvKind::Pointwise => {
-                Self::Pointwise(Linear::new(weight.reshape((out, inputs))?, bias, act))
+                Self::Pointwise(Linear::new(weight.reshape((out, inputs))?, bias, act)?)
             }
             ConvKind::Dense { stride } => Self::Dense {
                 patches: Linear::new(
@@ -108,7 +108,7 @@ impl ConvBn {
                         .reshape((out, k * k * inputs))?,
                     bias,
                     act,
-                ),
+                )?,
                 kernel: k,
                 stride,
             },

@@ -1,18 +1,22 @@
-//! A dense layer: one GEMM over all tokens (or pixels), then the bias and
-//! activation in one parallel pass. Transformer blocks use it, and
-//! EfficientNet's 1×1 convolutions on NHWC activations.
+//! A dense layer: one GEMM over all tokens (or pixels) with the bias and
+//! activation applied as each tile of the output is stored. Transformer
+//! blocks use it, and EfficientNet's 1×1 convolutions on NHWC activations.
 //!
 //! candle-nn's `Linear` runs a batched matmul per leading dimension and a
 //! single-threaded `broadcast_add`, and its `gelu_erf` is another
 //! single-threaded pass; on a 2-core CPU those passes cost a quarter of a
-//! BLIP layer. The pass is compiled for AVX2 + FMA and AVX-512 besides the
-//! baseline x86-64 and picked at run time (`multiversion`). Other devices
-//! use candle's ops.
+//! BLIP layer. On the CPU, f32 weights are packed once at load
+//! (`kernels/gemm.rs`); the activations are compiled for AVX2 + FMA and
+//! AVX-512 besides the baseline x86-64 and picked at run time
+//! (`multiversion`). Other devices and dtypes use candle's ops.
 
-use candle_core::{CpuStorage, CustomOp2, D, Layout, Module, Result, Shape, Tensor, bail};
+use std::sync::Arc;
+
+use candle_core::{CpuStorage, CustomOp1, D, Layout, Module, Result, Shape, Tensor, bail};
 use candle_nn::VarBuilder;
 use multiversion::multiversion;
-use rayon::prelude::*;
+
+use super::gemm::{Epilogue, Packed};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Activation {
@@ -31,30 +35,45 @@ pub struct Linear {
     weight: Tensor,
     bias: Tensor,
     act: Activation,
+    /// The weights packed for the CPU GEMM (f32 on the CPU only).
+    packed: Option<Arc<Packed>>,
 }
 
 impl Linear {
     /// From `weight` `[out, in]` and `bias` `[out]`.
-    pub fn new(weight: Tensor, bias: Tensor, act: Activation) -> Self {
-        Self { weight, bias, act }
+    pub fn new(weight: Tensor, bias: Tensor, act: Activation) -> Result<Self> {
+        let packed = if weight.device().is_cpu() && weight.dtype() == candle_core::DType::F32 {
+            let (out, inputs) = weight.dims2()?;
+            Some(Arc::new(Packed::new(
+                &weight.flatten_all()?.to_vec1::<f32>()?,
+                &bias.to_vec1::<f32>()?,
+                out,
+                inputs,
+            )))
+        } else {
+            None
+        };
+        Ok(Self {
+            weight,
+            bias,
+            act,
+            packed,
+        })
     }
 
     pub fn load(vb: VarBuilder, in_dim: usize, out_dim: usize, act: Activation) -> Result<Self> {
-        Ok(Self {
-            weight: vb.get((out_dim, in_dim), "weight")?,
-            bias: vb.get(out_dim, "bias")?,
+        Self::new(
+            vb.get((out_dim, in_dim), "weight")?,
+            vb.get(out_dim, "bias")?,
             act,
-        })
+        )
     }
 
     /// A layer stored without a bias (CLIP's projections): a zero one.
     pub fn load_unbiased(vb: VarBuilder, in_dim: usize, out_dim: usize) -> Result<Self> {
         let weight = vb.get((out_dim, in_dim), "weight")?;
-        Ok(Self {
-            bias: Tensor::zeros(out_dim, weight.dtype(), weight.device())?,
-            weight,
-            act: Activation::Identity,
-        })
+        let bias = Tensor::zeros(out_dim, weight.dtype(), weight.device())?;
+        Self::new(weight, bias, Activation::Identity)
     }
 
     /// Layers reading the same input as one GEMM (query, key and value),
@@ -62,11 +81,11 @@ impl Linear {
     pub fn stack(parts: &[Linear]) -> Result<Self> {
         let weights = parts.iter().map(|l| &l.weight).collect::<Vec<_>>();
         let biases = parts.iter().map(|l| &l.bias).collect::<Vec<_>>();
-        Ok(Self {
-            weight: Tensor::cat(&weights, 0)?,
-            bias: Tensor::cat(&biases, 0)?,
-            act: Activation::Identity,
-        })
+        Self::new(
+            Tensor::cat(&weights, 0)?,
+            Tensor::cat(&biases, 0)?,
+            Activation::Identity,
+        )
     }
 
     /// Each output channel times `gamma`'s: a following per-channel scale
@@ -75,11 +94,11 @@ impl Linear {
         if self.act != Activation::Identity {
             bail!("only a linear output can absorb a scale");
         }
-        Ok(Self {
-            weight: self.weight.broadcast_mul(&gamma.unsqueeze(1)?)?,
-            bias: (&self.bias * gamma)?,
-            act: self.act,
-        })
+        Self::new(
+            self.weight.broadcast_mul(&gamma.unsqueeze(1)?)?,
+            (&self.bias * gamma)?,
+            self.act,
+        )
     }
 }
 
@@ -90,16 +109,20 @@ impl Module for Linear {
             bail!("a linear layer needs an input of rank >= 1");
         };
         let rows = lead.iter().product::<usize>();
-        let y = x.reshape((rows, in_dim))?.matmul(&self.weight.t()?)?;
-        let y = if y.device().is_cpu() {
-            y.apply_op2_no_bwd(&self.bias, &BiasAct(self.act))?
-        } else {
-            let y = y.broadcast_add(&self.bias)?;
-            match self.act {
-                Activation::Identity => y,
-                Activation::Gelu => y.gelu_erf()?,
-                Activation::QuickGelu => (&y * candle_nn::ops::sigmoid(&(&y * 1.702)?)?)?,
-                Activation::Relu6 => y.clamp(0f32, 6f32)?,
+        let x = x.reshape((rows, in_dim))?;
+        let y = match &self.packed {
+            Some(packed) if x.device().is_cpu() => x.apply_op1_no_bwd(&Dense {
+                packed,
+                act: self.act,
+            })?,
+            _ => {
+                let y = x.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)?;
+                match self.act {
+                    Activation::Identity => y,
+                    Activation::Gelu => y.gelu_erf()?,
+                    Activation::QuickGelu => (&y * candle_nn::ops::sigmoid(&(&y * 1.702)?)?)?,
+                    Activation::Relu6 => y.clamp(0f32, 6f32)?,
+                }
             }
         };
         let mut dims = lead.to_vec();
@@ -108,59 +131,51 @@ impl Module for Linear {
     }
 }
 
-struct BiasAct(Activation);
+/// The packed GEMM as a candle op on `[rows, in]`.
+struct Dense<'a> {
+    packed: &'a Packed,
+    act: Activation,
+}
 
-impl CustomOp2 for BiasAct {
+impl CustomOp1 for Dense<'_> {
     fn name(&self) -> &'static str {
-        "linear-bias-act"
+        "linear-packed"
     }
 
-    fn cpu_fwd(
-        &self,
-        xs: &CpuStorage,
-        xl: &Layout,
-        bs: &CpuStorage,
-        bl: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(x), CpuStorage::F32(b)) = (xs, bs) else {
-            bail!("linear-bias-act supports f32 only");
+    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(x) = xs else {
+            bail!("linear-packed supports f32 only");
         };
-        let (Some((x0, x1)), Some((b0, b1))) = (xl.contiguous_offsets(), bl.contiguous_offsets())
-        else {
-            bail!("linear-bias-act needs contiguous inputs");
+        let Some((x0, x1)) = xl.contiguous_offsets() else {
+            bail!("linear-packed needs a contiguous input");
         };
-        let (x, b) = (&x[x0..x1], &b[b0..b1]);
-        let &[_, cols] = xl.dims() else {
-            bail!("linear-bias-act input must be 2-D, got {:?}", xl.dims());
+        let &[rows, cols] = xl.dims() else {
+            bail!("linear-packed input must be 2-D, got {:?}", xl.dims());
         };
-        if b.len() != cols {
-            bail!(
-                "linear-bias-act bias has {} values for {cols} columns",
-                b.len()
-            );
+        if cols != self.packed.k() {
+            bail!("linear-packed takes {} inputs, got {cols}", self.packed.k());
         }
-        let mut out = vec![0f32; x.len()];
-        let act = self.0;
-        out.par_chunks_mut(cols)
-            .zip(x.par_chunks(cols))
-            .with_min_len(4)
-            .for_each(|(dst, src)| bias_act_row(dst, src, b, act));
-        Ok((CpuStorage::F32(out), xl.shape().clone()))
+        let epilogue = match self.act {
+            Activation::Identity => Epilogue::Identity,
+            Activation::Relu6 => Epilogue::Relu6,
+            Activation::Gelu => Epilogue::Apply(gelu_in_place),
+            Activation::QuickGelu => Epilogue::Apply(quick_gelu_in_place),
+        };
+        let y = self.packed.forward(&x[x0..x1], rows, epilogue);
+        Ok((CpuStorage::F32(y), Shape::from((rows, self.packed.n()))))
     }
 }
 
 #[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
-fn bias_act_row(dst: &mut [f32], src: &[f32], bias: &[f32], act: Activation) {
-    let values = dst.iter_mut().zip(src).zip(bias);
-    match act {
-        Activation::Identity => values.for_each(|((d, s), b)| *d = s + b),
-        Activation::Gelu => values.for_each(|((d, s), b)| *d = gelu(s + b)),
-        Activation::QuickGelu => values.for_each(|((d, s), b)| {
-            let v = s + b;
-            *d = v / (1.0 + (-1.702 * v).exp());
-        }),
-        Activation::Relu6 => values.for_each(|((d, s), b)| *d = (s + b).clamp(0.0, 6.0)),
-    }
+fn gelu_in_place(values: &mut [f32]) {
+    values.iter_mut().for_each(|v| *v = gelu(*v));
+}
+
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn quick_gelu_in_place(values: &mut [f32]) {
+    values
+        .iter_mut()
+        .for_each(|v| *v /= 1.0 + (-1.702 * *v).exp());
 }
 
 fn gelu(x: f32) -> f32 {
@@ -213,11 +228,7 @@ mod tests {
             ),
             (Activation::Relu6, reference.clamp(0f32, 6f32)?),
         ] {
-            let layer = Linear {
-                weight: w.clone(),
-                bias: b.clone(),
-                act,
-            };
+            let layer = Linear::new(w.clone(), b.clone(), act)?;
             let got = layer.forward(&x)?;
             assert_eq!(got.dims(), &[2, 3, 7]);
             let diff = (got - expected)?.abs()?.max_all()?.to_dtype(DType::F32)?;

@@ -2,4 +2,5 @@
 //! each falls back to candle's ops on other devices.
 
 pub mod depthwise;
+pub mod gemm;
 pub(crate) mod linear;
