@@ -8,7 +8,7 @@ use aws_sdk_s3::{
     Client,
     presigning::PresigningConfig,
     primitives::ByteStream,
-    types::{CompletedMultipartUpload, CompletedPart},
+    types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier},
 };
 use aws_smithy_http_client::tls;
 use schema::ObjectRef;
@@ -254,6 +254,39 @@ pub async fn delete(client: &Client, bucket: &str, key: &str) -> anyhow::Result<
         .send()
         .await
         .with_context(|| format!("cannot delete s3://{bucket}/{key}"))?;
+    Ok(())
+}
+
+/// Deletes `keys` with one DeleteObjects request per 1000 (S3's limit):
+/// a video's hundreds of parts go in one round trip, not one each. Fails
+/// on the first key the store could not delete.
+pub async fn delete_all(client: &Client, bucket: &str, keys: &[String]) -> anyhow::Result<()> {
+    for chunk in keys.chunks(1000) {
+        let objects = chunk
+            .iter()
+            .map(|key| ObjectIdentifier::builder().key(key).build())
+            .collect::<Result<Vec<_>, _>>()?;
+        let delete = Delete::builder()
+            .set_objects(Some(objects))
+            .quiet(true)
+            .build()?;
+        let out = client
+            .delete_objects()
+            .bucket(bucket)
+            .delete(delete)
+            .send()
+            .await
+            .with_context(|| format!("cannot delete {} objects in s3://{bucket}", chunk.len()))?;
+        if let Some(e) = out.errors().first() {
+            anyhow::bail!(
+                "cannot delete s3://{bucket}/{}: {} ({} of {} keys refused)",
+                e.key().unwrap_or_default(),
+                e.message().or(e.code()).unwrap_or("no reason given"),
+                out.errors().len(),
+                chunk.len()
+            );
+        }
+    }
     Ok(())
 }
 

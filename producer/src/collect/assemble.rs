@@ -84,9 +84,7 @@ pub async fn try_finalize(
         return Ok(false);
     }
     assemble(client, &done).await?;
-    for key in stored {
-        store::delete(client, &output.bucket, &key).await?;
-    }
+    store::delete_all(client, &output.bucket, &stored).await?;
     Ok(true)
 }
 

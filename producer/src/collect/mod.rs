@@ -186,7 +186,9 @@ impl Collector {
     ) -> anyhow::Result<()> {
         if self.finished(output, source, video_id).await? {
             tracing::debug!(video = %source, key, "video already final, message dropped");
-            return Ok(());
+            // A collector stopped between writing the status and deleting
+            // the parts left them behind; this redelivery clears them.
+            return self.delete_parts(output, video_id).await;
         }
         store::put(
             &self.s3,
@@ -250,10 +252,8 @@ impl Collector {
     }
 
     async fn delete_parts(&self, output: &ObjectRef, video_id: Uuid) -> anyhow::Result<()> {
-        for key in store::list(&self.s3, &output.bucket, &parts_prefix(output, video_id)).await? {
-            store::delete(&self.s3, &output.bucket, &key).await?;
-        }
-        Ok(())
+        let parts = store::list(&self.s3, &output.bucket, &parts_prefix(output, video_id)).await?;
+        store::delete_all(&self.s3, &output.bucket, &parts).await
     }
 }
 
