@@ -89,6 +89,8 @@ struct Row {
 }
 
 fn main() -> anyhow::Result<()> {
+    // As the worker runs.
+    worker::heap::keep_freed_buffers();
     let batches: Vec<usize> = std::env::var("BLIP_BATCHES")
         .unwrap_or_else(|_| "1,4,8,16".into())
         .split(',')

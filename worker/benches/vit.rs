@@ -74,6 +74,8 @@ fn model(name: &str, vb: VarBuilder) -> anyhow::Result<(Box<dyn Embed>, usize)> 
 }
 
 fn main() -> anyhow::Result<()> {
+    // As the worker runs.
+    worker::heap::keep_freed_buffers();
     let images: usize = std::env::var("VIT_IMAGES")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -9,6 +9,7 @@ pub mod device;
 pub mod embed;
 mod engine;
 pub mod heads;
+pub mod heap;
 mod intake;
 pub mod load;
 pub mod models;

@@ -7,6 +7,7 @@ use worker::{caption, cli, embed, heads, run};
 
 fn main() -> ExitCode {
     count_threads_once();
+    worker::heap::keep_freed_buffers();
     let cli = cli::Cli::parse();
     fleet::telemetry::init(cli.log.log_format);
     let outcome = match cli.command {

@@ -116,11 +116,16 @@ fn rows(packed: &Packed, x: &[f32], y: &mut [f32], epilogue: Epilogue) {
                     std::array::from_fn(|r| &x[(r0 + r.min(valid - 1)) * k + k0..][..kc]);
                 for p in p0..(p0 + NC_PANELS).min(panels) {
                     let cols = NR.min(n - p * NR);
+                    // Whole rows of a tile copy with a constant length,
+                    // which compiles to vector moves rather than memcpy.
                     for (r, row) in acc.iter_mut().enumerate().take(valid) {
+                        let at = (r0 + r) * n + p * NR;
                         if first {
                             row.fill(0.0);
+                        } else if cols == NR {
+                            row.copy_from_slice(&y[at..at + NR]);
                         } else {
-                            row[..cols].copy_from_slice(&y[(r0 + r) * n + p * NR..][..cols]);
+                            row[..cols].copy_from_slice(&y[at..at + cols]);
                         }
                     }
                     tile(&a, &packed.panels[(p * k + k0) * NR..][..kc * NR], &mut acc);
@@ -128,7 +133,12 @@ fn rows(packed: &Packed, x: &[f32], y: &mut [f32], epilogue: Epilogue) {
                         if last {
                             finish(row, &packed.bias[p * NR..][..NR], epilogue);
                         }
-                        y[(r0 + r) * n + p * NR..][..cols].copy_from_slice(&row[..cols]);
+                        let at = (r0 + r) * n + p * NR;
+                        if cols == NR {
+                            y[at..at + NR].copy_from_slice(row);
+                        } else {
+                            y[at..at + cols].copy_from_slice(&row[..cols]);
+                        }
                     }
                 }
             }
