@@ -42,7 +42,10 @@ pub async fn reconnecting(
     stop: &CancellationToken,
     mut service: impl AsyncFnMut(&Connection) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    let mut connection = connect(broker, name, Persistence::Service).await?;
+    let mut connection = tokio::select! {
+        _ = stop.cancelled() => return Ok(()),
+        first = connect(broker, name, Persistence::Service) => first?,
+    };
     loop {
         let outcome = service(&connection).await;
         if stop.is_cancelled() || connection.status().connected() {

@@ -99,9 +99,6 @@ impl Service<'_> {
         engine: &mut Option<(Box<dyn Model>, Vec<Head>)>,
     ) -> anyhow::Result<()> {
         let cli = self.cli;
-        let (model, heads) = engine
-            .take()
-            .context("the model was lost with its engine thread")?;
         let results = Publisher::open(connection, &self.topology.jobs_exchange()).await?;
         self.topology.declare_core(results.channel()).await?;
         self.topology
@@ -120,6 +117,11 @@ impl Service<'_> {
         // One job until the first batch shows how many fit in the ack timeout.
         let (prefetch_tx, prefetch_rx) = watch::channel(Pace::INITIAL.min(cli.prefetch));
         let held = Held::new();
+        // Taken only now: a connection lost while setting up above leaves
+        // the model here for the next run.
+        let (model, heads) = engine
+            .take()
+            .context("the model was lost with its engine thread")?;
         let running = engine::spawn(model, heads, cli.max_batch as usize, batch_rx, done_tx)?;
         let batching = tokio::spawn(batcher::run(job_rx, batch_tx, limits));
         let replying = tokio::spawn(
