@@ -42,6 +42,8 @@ pub async fn reconnecting(
     stop: &CancellationToken,
     mut service: impl AsyncFnMut(&Connection) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
+    // Exposed from the start, so that a rate over it reads 0, not nothing.
+    metrics::counter!(crate::metrics::BROKER_RECONNECTS).increment(0);
     let mut connection = tokio::select! {
         _ = stop.cancelled() => return Ok(()),
         first = connect(broker, name, Persistence::Service) => first?,
