@@ -6,7 +6,9 @@
 //! depthwise kernel against candle's grouped convolution on the model's
 //! widest depthwise layer, and our packed GEMM (bias and ReLU6 included)
 //! against candle's matmul alone on the model's 1×1 convolutions at batch
-//! 8 and on ViT-B's MLP. Needs the converted model (`FF_MODEL_DIR`, set
+//! 8 and on ViT-B's MLP, and each kind of inverted-residual block fused
+//! (`kernels/mbconv.rs`) against its three layers run one after another,
+//! at batch 8 and 1. Needs the converted model (`FF_MODEL_DIR`, set
 //! by scripts/setup.sh). Run: `scripts/bench.sh`.
 
 use std::{
@@ -15,12 +17,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use candle_core::{Device, Tensor};
+use candle_core::{Device, Module, Tensor};
 use worker::models::{
     EffnetEncoder, Images, Model,
     kernels::{
         depthwise,
         gemm::{Epilogue, Packed},
+        linear::{Activation, Linear},
+        mbconv::InvertedResidual,
     },
 };
 
@@ -197,5 +201,81 @@ fn main() -> anyhow::Result<()> {
             candle / ours
         );
     }
+
+    println!();
+    println!(
+        "| block: batch x size² x in, expand, out, kernel, stride | fused ms | layer by layer ms | fused speed-up | the model runs |"
+    );
+    println!("|---|---:|---:|---:|---|");
+    for batch in [8, 1] {
+        for (size, cin, expand, cout, k, s) in [
+            (112, 32, 1, 16, 3, 1),
+            (112, 16, 6, 24, 3, 2),
+            (56, 24, 6, 24, 3, 1),
+            (56, 24, 6, 40, 5, 2),
+            (28, 40, 6, 40, 5, 1),
+            (14, 80, 6, 80, 3, 1),
+            (7, 192, 6, 192, 5, 1),
+        ] {
+            let (fused, layers, pays_off) = block_times(batch, size, cin, expand, cout, k, s)?;
+            println!(
+                "| {batch} x {size}² x {cin}, {expand}, {cout}, {k}x{k}, {s} | {:.2} | {:.2} | {:.2}x | {} |",
+                fused * 1e3,
+                layers * 1e3,
+                layers / fused,
+                if pays_off { "fused" } else { "layers" }
+            );
+        }
+    }
     Ok(())
+}
+
+/// One inverted-residual block on random weights: seconds per call fused,
+/// and as the expand, depthwise and project layers one after another; and
+/// which of the two the model picks for this shape.
+fn block_times(
+    batch: usize,
+    size: usize,
+    cin: usize,
+    expand: usize,
+    cout: usize,
+    k: usize,
+    s: usize,
+) -> anyhow::Result<(f64, f64, bool)> {
+    let dev = Device::Cpu;
+    let mid = cin * expand;
+    let x = Tensor::randn(0f32, 1.0, (batch, size, size, cin), &dev)?;
+    let weights = |n, k| Tensor::randn(0f32, 0.3, (n, k), &dev);
+    let (ew, eb) = (weights(mid, cin)?, Tensor::zeros(mid, candle_core::DType::F32, &dev)?);
+    let (dw, db) = (
+        Tensor::randn(0f32, 0.3, (k, k, mid), &dev)?,
+        Tensor::zeros(mid, candle_core::DType::F32, &dev)?,
+    );
+    let (pw, pb) = (weights(cout, mid)?, Tensor::zeros(cout, candle_core::DType::F32, &dev)?);
+    let expand_layer = (expand != 1)
+        .then(|| Linear::new(ew, eb, Activation::Relu6))
+        .transpose()?;
+    let project = Linear::new(pw, pb, Activation::Identity)?;
+    let residual = s == 1 && cin == cout;
+    let packed = |l: &Linear| l.packed().cloned();
+    let block = InvertedResidual {
+        expand: expand_layer.as_ref().and_then(packed),
+        depthwise: dw.flatten_all()?.to_vec1()?,
+        depthwise_bias: db.to_vec1()?,
+        kernel: k,
+        stride: s,
+        project: packed(&project).ok_or_else(|| anyhow::anyhow!("not packed"))?,
+        residual,
+    };
+    let fused = time(Duration::from_secs(1), || x.apply_op1_no_bwd(&block));
+    let layers = time(Duration::from_secs(1), || -> candle_core::Result<Tensor> {
+        let h = match &expand_layer {
+            Some(e) => e.forward(&x)?,
+            None => x.clone(),
+        };
+        let h = depthwise::depthwise_nhwc(&h, &dw, &db, s, true)?;
+        let y = project.forward(&h)?;
+        if residual { y + &x } else { Ok(y) }
+    });
+    Ok((fused, layers, block.pays_off(batch, size)))
 }

@@ -1,5 +1,5 @@
 //! Publishes one result per job and acks the job only once the result is
-//! confirmed. A model failure requeues the batch's jobs; RabbitMQ's delivery
+//! confirmed; a batch's results are confirmed together. A model failure requeues the batch's jobs; RabbitMQ's delivery
 //! limit dead-letters a job that keeps failing.
 
 use std::time::{Duration, Instant};
@@ -69,6 +69,11 @@ impl Reply {
         Ok(())
     }
 
+    /// Publishes every job's result of a batch at once and acks each job
+    /// as its own result is confirmed: one round trip per batch rather
+    /// than one per job, so a fast model is not throttled by the broker's
+    /// latency. A broker error drops the rest unacked; the broker
+    /// redelivers them and the collector absorbs any duplicate result.
     async fn publish(
         &self,
         jobs: Vec<crate::intake::Job>,
@@ -77,6 +82,7 @@ impl Reply {
     ) -> anyhow::Result<usize> {
         let dim = outputs.dim;
         let mut offset = 0;
+        let mut results = Vec::with_capacity(jobs.len());
         for j in jobs {
             let job = j.job;
             let n = job.frames.len();
@@ -114,17 +120,23 @@ impl Reply {
                     .collect(),
             };
             offset += n;
-            let payload = schema::encode(&Message::FrameResult(result))?;
+            results.push((schema::encode(&Message::FrameResult(result))?, j.delivery));
+        }
+        // The publishes share one channel, so their confirms come back in
+        // one pipeline.
+        futures::future::try_join_all(results.into_iter().map(|(payload, delivery)| async move {
             self.results
                 .publish(Topology::RESULTS_KEY, &payload, Default::default())
                 .await?;
             // The result is out; a job whose ack is lost comes back and its
             // duplicate result is absorbed by the idempotent collector.
-            if fleet::settle::ack(&j.delivery.acker).await {
+            if fleet::settle::ack(&delivery.acker).await {
                 metrics::counter!(fleet::metrics::JOBS_ACKED).increment(1);
             }
             self.held.settle();
-        }
+            Ok::<_, fleet::PublishError>(())
+        }))
+        .await?;
         Ok(offset)
     }
 }

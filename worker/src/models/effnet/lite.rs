@@ -11,7 +11,9 @@
 //! GEMM over all pixels of the batch with its bias and ReLU6 fused
 //! (`kernels/linear.rs`), the depthwise ones vectorise across channels
 //! (`kernels/depthwise.rs`), and no layout is ever transposed. The stem's
-//! 3×3 convolution is a GEMM over its 27-value patches.
+//! 3×3 convolution is a GEMM over its 27-value patches. On the CPU each
+//! block runs as one pass per band of output rows (`kernels/mbconv.rs`),
+//! so its expanded activations stay in cache.
 
 use candle_core::{DType, IndexOp, Module, Result, Tensor};
 use candle_nn::VarBuilder;
@@ -20,6 +22,7 @@ use serde::Deserialize;
 use crate::models::kernels::{
     depthwise::{depthwise_nhwc, same_padding},
     linear::{Activation, Linear},
+    mbconv::InvertedResidual,
 };
 
 #[derive(Clone, Debug, Deserialize)]
@@ -182,6 +185,8 @@ struct Block {
     depthwise: ConvBn,
     project: ConvBn,
     residual: bool,
+    /// The same block as one pass per band of rows, on the CPU.
+    fused: Option<InvertedResidual>,
 }
 
 impl Block {
@@ -222,15 +227,67 @@ impl Block {
             eps,
             false,
         )?;
+        let residual = stride == 1 && in_channels == stage.out_channels;
+        let fused = Self::fuse(expand.as_ref(), &depthwise, &project, residual)?;
         Ok(Self {
             expand,
             depthwise,
             project,
-            residual: stride == 1 && in_channels == stage.out_channels,
+            residual,
+            fused,
         })
     }
 
+    /// The fused form, where every layer's weights are packed for the CPU.
+    fn fuse(
+        expand: Option<&ConvBn>,
+        depthwise: &ConvBn,
+        project: &ConvBn,
+        residual: bool,
+    ) -> Result<Option<InvertedResidual>> {
+        let packed = |conv: &ConvBn| match conv {
+            ConvBn::Pointwise(linear) => linear.packed().cloned(),
+            _ => None,
+        };
+        let (
+            ConvBn::Depthwise {
+                weight,
+                bias,
+                stride,
+                ..
+            },
+            Some(project),
+        ) = (depthwise, packed(project))
+        else {
+            return Ok(None);
+        };
+        let expand = match expand {
+            Some(conv) => match packed(conv) {
+                Some(p) => Some(p),
+                None => return Ok(None),
+            },
+            None => None,
+        };
+        Ok(Some(InvertedResidual {
+            expand,
+            depthwise: weight.flatten_all()?.to_vec1()?,
+            depthwise_bias: bias.to_vec1()?,
+            kernel: weight.dim(0)?,
+            stride: *stride,
+            project,
+            residual,
+        }))
+    }
+
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let Some(fused) = &self.fused
+            && x.device().is_cpu()
+        {
+            let (batch, height, _, _) = x.dims4()?;
+            if fused.pays_off(batch, height) {
+                return x.apply_op1_no_bwd(fused);
+            }
+        }
         let h = match &self.expand {
             Some(e) => e.forward(x)?,
             None => x.clone(),

@@ -59,15 +59,15 @@ struct Depthwise {
 }
 
 /// What one output row needs to know of the layer.
-struct Geometry {
-    h: usize,
-    w: usize,
-    c: usize,
-    k: usize,
-    stride: usize,
-    top: usize,
-    left: usize,
-    relu6: bool,
+pub(super) struct Geometry {
+    pub h: usize,
+    pub w: usize,
+    pub c: usize,
+    pub k: usize,
+    pub stride: usize,
+    pub top: usize,
+    pub left: usize,
+    pub relu6: bool,
 }
 
 impl CustomOp3 for Depthwise {
@@ -129,19 +129,28 @@ impl CustomOp3 for Depthwise {
             .enumerate()
             .for_each(|(row, dst)| {
                 let image = &x[(row / oh) * h * wd * c..][..h * wd * c];
-                output_row(dst, image, w, b, &g, row % oh);
+                output_row(dst, image, 0, w, b, &g, row % oh);
             });
         Ok((CpuStorage::F32(out), Shape::from((batch, oh, ow, c))))
     }
 }
 
 /// Output row `oy` of one image: per pixel, the bias plus every tap that
-/// falls inside the image. Channels go in blocks, each block over the whole
+/// falls inside the image. `rows` holds the image's input rows from
+/// `first` on, at least as far as this output row's taps reach. Channels go in blocks, each block over the whole
 /// row: its kernel slice stays in L1 from pixel to pixel, and its sums stay
 /// in registers across all taps (two loads per multiply-add rather than
 /// three and a store).
 #[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
-fn output_row(dst: &mut [f32], image: &[f32], w: &[f32], bias: &[f32], g: &Geometry, oy: usize) {
+pub(super) fn output_row(
+    dst: &mut [f32],
+    rows: &[f32],
+    first: usize,
+    w: &[f32],
+    bias: &[f32],
+    g: &Geometry,
+    oy: usize,
+) {
     let c = g.c;
     let inside = |o: usize, size: usize, pad: usize| {
         (0..g.k).filter_map(move |t| {
@@ -159,7 +168,7 @@ fn output_row(dst: &mut [f32], image: &[f32], w: &[f32], bias: &[f32], g: &Geome
     for ox in 0..width {
         for (ky, iy) in inside(oy, g.h, g.top) {
             for (kx, ix) in inside(ox, g.w, g.left) {
-                taps.push(((iy * g.w + ix) * c, (ky * g.k + kx) * c));
+                taps.push((((iy - first) * g.w + ix) * c, (ky * g.k + kx) * c));
             }
         }
         ends.push(taps.len());
@@ -174,9 +183,9 @@ fn output_row(dst: &mut [f32], image: &[f32], w: &[f32], bias: &[f32], g: &Geome
                 let out = &mut px[ch..ch + n];
                 let taps = &taps[start..end];
                 match n {
-                    32 => channels::<32>(out, image, w, bias, taps, ch, g.relu6),
-                    8 => channels::<8>(out, image, w, bias, taps, ch, g.relu6),
-                    _ => channels::<1>(out, image, w, bias, taps, ch, g.relu6),
+                    32 => channels::<32>(out, rows, w, bias, taps, ch, g.relu6),
+                    8 => channels::<8>(out, rows, w, bias, taps, ch, g.relu6),
+                    _ => channels::<1>(out, rows, w, bias, taps, ch, g.relu6),
                 }
                 start = end;
             }

@@ -94,6 +94,17 @@ impl Packed {
             .for_each(|(y, x)| rows(self, x, y, epilogue));
         y
     }
+
+    /// `x`: `[m, k]` → `y`: `[m, n]`, on the calling thread (for callers
+    /// that split the work themselves).
+    pub fn forward_into(&self, x: &[f32], y: &mut [f32], epilogue: Epilogue) {
+        let m = x.len() / self.k.max(1);
+        assert_eq!(x.len(), m * self.k, "input is not [m, k]");
+        assert_eq!(y.len(), m * self.n, "output is not [m, n]");
+        if m > 0 && self.n > 0 {
+            rows(self, x, y, epilogue);
+        }
+    }
 }
 
 /// `x`: some rows of the input; `y`: the same rows of the output. One
@@ -149,12 +160,16 @@ fn rows(packed: &Packed, x: &[f32], y: &mut [f32], epilogue: Epilogue) {
 /// `acc += a · b` for one tile: `a` holds MR rows of `kc` inputs, `b` a
 /// panel's `kc` rows of NR weights. With FMA, each row of the tile is one
 /// or two vector registers and each step a broadcast and an FMA per
-/// register.
+/// register. Every row is cut to the panel's length first, so the compiler
+/// can drop the bounds checks: with them, the six row pointers and lengths
+/// lived on the stack and were reloaded and checked at every step.
 #[inline(always)]
 fn tile(a: &[&[f32]; MR], b: &[f32], acc: &mut [[f32; NR]; MR]) {
+    let (b, _) = b.as_chunks::<NR>();
+    let a: [&[f32]; MR] = std::array::from_fn(|r| &a[r][..b.len()]);
     let mut sum = *acc;
-    for (kk, panel) in b.chunks_exact(NR).enumerate() {
-        for (row, a) in sum.iter_mut().zip(a) {
+    for (kk, panel) in b.iter().enumerate() {
+        for (row, a) in sum.iter_mut().zip(&a) {
             let v = a[kk];
             for (s, w) in row.iter_mut().zip(panel) {
                 *s = v.mul_add(*w, *s);

@@ -76,6 +76,11 @@ impl Linear {
         Self::new(weight, bias, Activation::Identity)
     }
 
+    /// The packed weights, where the layer runs on the CPU GEMM.
+    pub fn packed(&self) -> Option<&Arc<Packed>> {
+        self.packed.as_ref()
+    }
+
     /// Layers reading the same input as one GEMM (query, key and value),
     /// their outputs side by side.
     pub fn stack(parts: &[Linear]) -> Result<Self> {

@@ -3,4 +3,5 @@
 
 pub mod depthwise;
 pub mod gemm;
-pub(crate) mod linear;
+pub mod linear;
+pub mod mbconv;

@@ -1,0 +1,311 @@
+//! An inverted-residual block (MobileNetV2's MBConv without
+//! squeeze-excitation: 1×1 expand + ReLU6, K×K depthwise + ReLU6, 1×1
+//! project, and the input added back when the shapes allow) as one pass
+//! over bands of output rows, on NHWC activations.
+//!
+//! Layer by layer, the expanded activations (up to six times the block's
+//! width, 4.8 MB per 112² image in EfficientNet-Lite0's second block) go
+//! out to memory after the expand and come back for the depthwise, then
+//! again between the depthwise and the project: the early blocks were
+//! bound by that traffic, not by arithmetic. Here each task expands only
+//! the input rows its next band of output rows needs, into a buffer sized
+//! to stay in L2, runs the depthwise on them and projects the band
+//! straight away; only the block's narrow input and output ever reach
+//! memory. Input rows that the next band's taps share with this one are
+//! moved to the front of the buffer rather than expanded again.
+//!
+//! Tasks are whole images, or row ranges of them when the batch does not
+//! divide evenly among the threads, so each thread works on its own rows.
+//! Where ranges would be too short for their halo (small images at small
+//! batches), `pays_off` says so and the caller runs the layers instead.
+
+use std::sync::Arc;
+
+use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, bail};
+use rayon::prelude::*;
+
+use super::{
+    depthwise::{Geometry, output_row, same_padding},
+    gemm::{Epilogue, Packed},
+};
+
+/// Expanded input rows plus depthwise output rows that a band may hold:
+/// half of a 512 KiB L2 (a quarter of a 1 MiB one), so the weights and the
+/// band's input fit beside them. 512 KiB ran a fifth slower at batch 32
+/// on a 512 KiB L2 (BENCHMARKS.md).
+const BAND_BYTES: usize = 256 << 10;
+
+/// The fewest output pixels a band holds: each band's expand and project
+/// are GEMMs over its pixels, and a GEMM over a few rows wastes most of
+/// its 6-row tiles (7² blocks at one row per band ran 0.8x layer by layer).
+const BAND_PIXELS: usize = 64;
+
+#[derive(Clone, Debug)]
+pub struct InvertedResidual {
+    /// 1×1 `in → mid` with ReLU6; none when the block does not expand.
+    pub expand: Option<Arc<Packed>>,
+    /// `[kernel, kernel, mid]`.
+    pub depthwise: Vec<f32>,
+    /// `[mid]`.
+    pub depthwise_bias: Vec<f32>,
+    pub kernel: usize,
+    pub stride: usize,
+    /// 1×1 `mid → out`, no activation.
+    pub project: Arc<Packed>,
+    /// Adds the input to the output (stride 1, `in == out`).
+    pub residual: bool,
+}
+
+/// Where a band's input rows come from.
+enum Source<'a> {
+    /// The block's input itself (no expand).
+    Input,
+    /// The expanded rows `[first, last)` of the image, in `buffer`.
+    Expanded {
+        buffer: &'a mut Vec<f32>,
+        first: usize,
+        last: usize,
+    },
+}
+
+impl InvertedResidual {
+    fn mid(&self) -> usize {
+        self.project.k()
+    }
+
+    /// Images split into row ranges so that every thread gets the same
+    /// number of tasks: whole images when the batch divides evenly.
+    fn splits(batch: usize) -> usize {
+        let threads = rayon::current_num_threads().max(1);
+        threads / gcd(batch.max(1), threads)
+    }
+
+    /// Whether fusing beats the three layers run one after another (each
+    /// with all threads) on a `[batch, height, ..]` input. A range of an
+    /// image expands the rows its taps share with the range before it
+    /// again; once that halo is a large share of a small image, and the
+    /// whole expanded tensor is small enough to stay in cache anyway,
+    /// layer by layer is faster (EfficientNet-Lite0's 7² and 14² blocks at
+    /// batch 1, BENCHMARKS.md).
+    pub fn pays_off(&self, batch: usize, height: usize) -> bool {
+        let splits = Self::splits(batch).min(height.div_ceil(self.stride));
+        let halo_rows = (splits - 1) * self.kernel.saturating_sub(self.stride);
+        halo_rows * 4 <= height
+    }
+
+    /// Output rows `[o0, o0 + rows)` of one image into `dst`.
+    fn rows(&self, image: &[f32], g: &Geometry, cin: usize, o0: usize, dst: &mut [f32]) {
+        let (mid, cout) = (self.mid(), self.project.n());
+        let (h, w, s, k) = (g.h, g.w, g.stride, g.k);
+        let ow = w.div_ceil(s);
+        let end = o0 + dst.len() / (ow * cout);
+        // Input rows per band: `band · s + k − s`; depthwise output rows: `band`.
+        let per_band = |band: usize| ((band * s + k) * w + band * ow) * mid * 4;
+        let fits = (1..=end - o0)
+            .take_while(|&b| b == 1 || per_band(b) <= BAND_BYTES)
+            .last()
+            .unwrap_or(1);
+        let band = fits.max(BAND_PIXELS.div_ceil(ow)).min(end - o0);
+        let mut expanded = Vec::new();
+        let mut source = match self.expand {
+            Some(_) => Source::Expanded {
+                buffer: &mut expanded,
+                first: 0,
+                last: 0,
+            },
+            None => Source::Input,
+        };
+        let mut depthwise = vec![0f32; band * ow * mid];
+        for b0 in (o0..end).step_by(band) {
+            let b1 = (b0 + band).min(end);
+            // The input rows this band's taps reach.
+            let lo = (b0 * s).saturating_sub(g.top).min(h);
+            let hi = ((b1 - 1) * s + k).saturating_sub(g.top).min(h);
+            let (input, first) = match &mut source {
+                Source::Input => (image, 0),
+                Source::Expanded {
+                    buffer,
+                    first,
+                    last,
+                } => {
+                    let row = w * mid;
+                    // Keep what the last band expanded of these rows.
+                    let kept = if *first <= lo && lo < *last {
+                        buffer.copy_within((lo - *first) * row..(*last - *first) * row, 0);
+                        *last - lo
+                    } else {
+                        0
+                    };
+                    buffer.resize((hi - lo) * row, 0.0);
+                    if let Some(expand) = &self.expand {
+                        expand.forward_into(
+                            &image[(lo + kept) * w * cin..hi * w * cin],
+                            &mut buffer[kept * row..],
+                            Epilogue::Relu6,
+                        );
+                    }
+                    (*first, *last) = (lo, hi);
+                    (&buffer[..], lo)
+                }
+            };
+            let depthwise = &mut depthwise[..(b1 - b0) * ow * mid];
+            for (oy, out) in (b0..b1).zip(depthwise.chunks_exact_mut(ow * mid)) {
+                output_row(
+                    out,
+                    input,
+                    first,
+                    &self.depthwise,
+                    &self.depthwise_bias,
+                    g,
+                    oy,
+                );
+            }
+            let out = &mut dst[(b0 - o0) * ow * cout..(b1 - o0) * ow * cout];
+            self.project
+                .forward_into(depthwise, out, Epilogue::Identity);
+            if self.residual {
+                let input = &image[b0 * w * cin..b1 * w * cin];
+                out.iter_mut().zip(input).for_each(|(y, x)| *y += x);
+            }
+        }
+    }
+}
+
+impl CustomOp1 for InvertedResidual {
+    fn name(&self) -> &'static str {
+        "inverted-residual"
+    }
+
+    /// `x`: `[B, H, W, in]` → `[B, ceil(H/s), ceil(W/s), out]`.
+    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(x) = xs else {
+            bail!("inverted-residual supports f32 only");
+        };
+        let Some((x0, x1)) = xl.contiguous_offsets() else {
+            bail!("inverted-residual needs a contiguous input");
+        };
+        let &[batch, h, w, cin] = xl.dims() else {
+            bail!("inverted-residual input must be 4-D, got {:?}", xl.dims());
+        };
+        let (mid, cout, k, s) = (self.mid(), self.project.n(), self.kernel, self.stride);
+        let expected_in = self.expand.as_ref().map_or(mid, |e| e.k());
+        if cin != expected_in || self.expand.as_ref().is_some_and(|e| e.n() != mid) {
+            bail!("inverted-residual takes {expected_in} channels, got {cin}");
+        }
+        if self.residual && (s != 1 || cin != cout) {
+            bail!("inverted-residual: a residual needs stride 1 and {cin} == {cout}");
+        }
+        let x = &x[x0..x1];
+        let (oh, ow) = (h.div_ceil(s), w.div_ceil(s));
+        let g = Geometry {
+            h,
+            w,
+            c: mid,
+            k,
+            stride: s,
+            top: same_padding(h, k, s).0,
+            left: same_padding(w, k, s).0,
+            relu6: true,
+        };
+        let mut y = vec![0f32; batch * oh * ow * cout];
+        if !y.is_empty() {
+            let rows = oh.div_ceil(Self::splits(batch).min(oh));
+            y.par_chunks_mut(oh * ow * cout)
+                .zip(x.par_chunks(h * w * cin))
+                .flat_map(|(out, image)| {
+                    out.par_chunks_mut(rows * ow * cout)
+                        .enumerate()
+                        .map(move |(i, out)| (image, i * rows, out))
+                })
+                .for_each(|(image, o0, out)| self.rows(image, &g, cin, o0, out));
+        }
+        Ok((CpuStorage::F32(y), Shape::from((batch, oh, ow, cout))))
+    }
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Module, Tensor};
+
+    use super::*;
+    use crate::models::kernels::{
+        depthwise::depthwise_nhwc,
+        linear::{Activation, Linear},
+    };
+
+    /// The three layers one after another, as separate ops.
+    fn layer_by_layer(
+        x: &Tensor,
+        expand: Option<(&Tensor, &Tensor)>,
+        dw: (&Tensor, &Tensor),
+        project: (&Tensor, &Tensor),
+        stride: usize,
+        residual: bool,
+    ) -> Result<Tensor> {
+        let h = match expand {
+            Some((w, b)) => Linear::new(w.clone(), b.clone(), Activation::Relu6)?.forward(x)?,
+            None => x.clone(),
+        };
+        let h = depthwise_nhwc(&h, dw.0, dw.1, stride, true)?;
+        let y = Linear::new(project.0.clone(), project.1.clone(), Activation::Identity)?
+            .forward(&h)?;
+        if residual { y + x } else { Ok(y) }
+    }
+
+    #[test]
+    fn matches_the_layers_one_by_one() -> Result<()> {
+        let dev = Device::Cpu;
+        // Batches below and above the task split, strides 1 and 2, odd
+        // sizes, no expand, bands of one row (wide) and many (narrow).
+        for (batch, h, w, cin, expand, cout, k, s) in [
+            (1, 9, 7, 4, 3, 4, 3, 1),
+            (2, 12, 12, 8, 6, 16, 5, 2),
+            (5, 5, 6, 6, 1, 6, 3, 1),
+            (1, 13, 11, 8, 6, 8, 5, 1),
+            (3, 112, 112, 16, 6, 24, 3, 2),
+            (1, 7, 7, 16, 72, 8, 5, 1),
+        ] {
+            let mid = cin * expand;
+            let x = Tensor::randn(0f32, 1.0, (batch, h, w, cin), &dev)?;
+            let ew = Tensor::randn(0f32, 0.3, (mid, cin), &dev)?;
+            let eb = Tensor::randn(0f32, 0.3, mid, &dev)?;
+            let dw = Tensor::randn(0f32, 0.3, (k, k, mid), &dev)?;
+            let db = Tensor::randn(0f32, 0.3, mid, &dev)?;
+            let pw = Tensor::randn(0f32, 0.3, (cout, mid), &dev)?;
+            let pb = Tensor::randn(0f32, 0.3, cout, &dev)?;
+            let residual = s == 1 && cin == cout;
+            let expand = (expand != 1).then_some((&ew, &eb));
+            let want = layer_by_layer(&x, expand, (&dw, &db), (&pw, &pb), s, residual)?;
+            let packed = |w: &Tensor, b: &Tensor| -> Result<Arc<Packed>> {
+                let (n, k) = w.dims2()?;
+                Ok(Arc::new(Packed::new(
+                    &w.flatten_all()?.to_vec1()?,
+                    &b.to_vec1()?,
+                    n,
+                    k,
+                )))
+            };
+            let block = InvertedResidual {
+                expand: expand.map(|(w, b)| packed(w, b)).transpose()?,
+                depthwise: dw.flatten_all()?.to_vec1()?,
+                depthwise_bias: db.to_vec1()?,
+                kernel: k,
+                stride: s,
+                project: packed(&pw, &pb)?,
+                residual,
+            };
+            let got = x.apply_op1_no_bwd(&block)?;
+            assert_eq!(got.dims(), want.dims());
+            let diff = (got - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(
+                diff < 1e-4,
+                "{batch}x{h}x{w}x{cin}, mid {mid}, out {cout}, k {k}, s {s}: {diff}"
+            );
+        }
+        Ok(())
+    }
+}
