@@ -246,12 +246,18 @@ fn block_times(
     let mid = cin * expand;
     let x = Tensor::randn(0f32, 1.0, (batch, size, size, cin), &dev)?;
     let weights = |n, k| Tensor::randn(0f32, 0.3, (n, k), &dev);
-    let (ew, eb) = (weights(mid, cin)?, Tensor::zeros(mid, candle_core::DType::F32, &dev)?);
+    let (ew, eb) = (
+        weights(mid, cin)?,
+        Tensor::zeros(mid, candle_core::DType::F32, &dev)?,
+    );
     let (dw, db) = (
         Tensor::randn(0f32, 0.3, (k, k, mid), &dev)?,
         Tensor::zeros(mid, candle_core::DType::F32, &dev)?,
     );
-    let (pw, pb) = (weights(cout, mid)?, Tensor::zeros(cout, candle_core::DType::F32, &dev)?);
+    let (pw, pb) = (
+        weights(cout, mid)?,
+        Tensor::zeros(cout, candle_core::DType::F32, &dev)?,
+    );
     let expand_layer = (expand != 1)
         .then(|| Linear::new(ew, eb, Activation::Relu6))
         .transpose()?;

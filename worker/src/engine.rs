@@ -68,6 +68,9 @@ fn with_heads(mut outputs: Outputs, heads: &[Head], count: usize) -> candle_core
     Ok(outputs)
 }
 
+/// What the engine thread owns and hands back when it ends.
+pub type Loaded = (Box<dyn Model>, Vec<Head>);
+
 /// Spawns the engine thread; it ends when `batches` or `finished` closes
 /// and hands the model and heads back, for the next connection's run.
 /// `heads` run on each batch's embeddings after the model.
@@ -77,7 +80,7 @@ pub fn spawn(
     max_frames: usize,
     mut batches: mpsc::Receiver<Vec<Job>>,
     finished: mpsc::Sender<Finished>,
-) -> std::io::Result<std::thread::JoinHandle<(Box<dyn Model>, Vec<Head>)>> {
+) -> std::io::Result<std::thread::JoinHandle<Loaded>> {
     std::thread::Builder::new()
         .name("engine".into())
         .spawn(move || {

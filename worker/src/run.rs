@@ -11,10 +11,8 @@ use crate::{
     batcher,
     cli::RunArgs,
     engine,
-    heads::Head,
     intake::Intake,
     load,
-    models::Model,
     pace::{Held, Pace},
     reply::Reply,
 };
@@ -96,7 +94,7 @@ impl Service<'_> {
     async fn serve(
         &self,
         connection: &Connection,
-        engine: &mut Option<(Box<dyn Model>, Vec<Head>)>,
+        engine: &mut Option<engine::Loaded>,
     ) -> anyhow::Result<()> {
         let cli = self.cli;
         let results = Publisher::open(connection, &self.topology.jobs_exchange()).await?;

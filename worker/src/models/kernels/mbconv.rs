@@ -251,8 +251,8 @@ mod tests {
             None => x.clone(),
         };
         let h = depthwise_nhwc(&h, dw.0, dw.1, stride, true)?;
-        let y = Linear::new(project.0.clone(), project.1.clone(), Activation::Identity)?
-            .forward(&h)?;
+        let y =
+            Linear::new(project.0.clone(), project.1.clone(), Activation::Identity)?.forward(&h)?;
         if residual { y + x } else { Ok(y) }
     }
 
