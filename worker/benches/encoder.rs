@@ -2,9 +2,9 @@
 //! images/s at several batch sizes for our encoder, then for ONNX Runtime
 //! on the same weights in its own process (scripts/bench_effnet_ort.py,
 //! when the reference env is there), with the ratio and the largest
-//! difference between the two embeddings of the first image; and our
-//! depthwise kernel against candle's grouped convolution on the model's
-//! widest depthwise layer, and our packed GEMM (bias and ReLU6 included)
+//! difference between the two embeddings of the first image; our
+//! depthwise kernel on each kind of the model's depthwise layers, and
+//! against candle's grouped convolution on the widest; our packed GEMM (bias and ReLU6 included)
 //! against candle's matmul alone on the model's 1×1 convolutions at batch
 //! 8 and on ViT-B's MLP, and each kind of inverted-residual block fused
 //! (`kernels/mbconv.rs`) against its three layers run one after another,
@@ -141,6 +141,33 @@ fn main() -> anyhow::Result<()> {
         );
     }
 
+    println!();
+    println!(
+        "| depthwise (NHWC, + bias, ReLU6): batch x size² x channels, kernel, stride | ours ms | ours GFLOP/s |"
+    );
+    println!("|---|---:|---:|");
+    for (size, c, k, s) in [
+        (112, 32, 3, 1),
+        (112, 96, 3, 2),
+        (56, 144, 3, 1),
+        (28, 240, 5, 1),
+        (14, 672, 5, 1),
+        (7, 1152, 5, 1),
+    ] {
+        let x = Tensor::randn(0f32, 1.0, (8, size, size, c), &Device::Cpu)?;
+        let kernel = Tensor::randn(0f32, 1.0, (k, k, c), &Device::Cpu)?;
+        let bias = Tensor::zeros(c, candle_core::DType::F32, &Device::Cpu)?;
+        let secs = time(Duration::from_secs(1), || {
+            depthwise::depthwise_nhwc(&x, &kernel, &bias, s, true)
+        });
+        let out = size.div_ceil(s);
+        let flops = 2.0 * (8 * out * out * c * k * k) as f64;
+        println!(
+            "| 8 x {size}² x {c}, {k}x{k}, {s} | {:.2} | {:.1} |",
+            secs * 1e3,
+            flops / secs / 1e9
+        );
+    }
     let x = Tensor::randn(0f32, 1.0, (8, 7, 7, 1152), &Device::Cpu)?;
     let k = Tensor::randn(0f32, 1.0, (5, 5, 1152), &Device::Cpu)?;
     let bias = Tensor::zeros(1152, candle_core::DType::F32, &Device::Cpu)?;

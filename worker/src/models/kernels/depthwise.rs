@@ -176,13 +176,14 @@ pub(super) fn output_row(
     // No closure here: it would not inherit the target features, and
     // `mul_add` without FMA is a libm call.
     let mut ch = 0;
-    for n in [32, 8, 1] {
+    for n in [64, 32, 8, 1] {
         while ch + n <= c {
             let mut start = 0;
             for (px, &end) in dst.chunks_exact_mut(c).zip(&ends) {
                 let out = &mut px[ch..ch + n];
                 let taps = &taps[start..end];
                 match n {
+                    64 => channels::<64>(out, rows, w, bias, taps, ch, g.relu6),
                     32 => channels::<32>(out, rows, w, bias, taps, ch, g.relu6),
                     8 => channels::<8>(out, rows, w, bias, taps, ch, g.relu6),
                     _ => channels::<1>(out, rows, w, bias, taps, ch, g.relu6),
@@ -266,6 +267,9 @@ mod tests {
             (9, 7, 5, 3, 2, true),
             (12, 12, 16, 5, 2, true),
             (5, 6, 24, 5, 1, false),
+            // Several blocks of channels, with a remainder.
+            (6, 13, 72, 3, 1, true),
+            (7, 11, 104, 5, 2, true),
         ] {
             let x = Tensor::randn(0f32, 2.0, (2, h, w, c), &dev)?;
             let kern = Tensor::randn(0f32, 1.0, (k, k, c), &dev)?;

@@ -4,7 +4,8 @@
 //! and the bias and activation were a second pass over the output. Here
 //! `W` is packed when the layer is built, into panels of 16 output columns
 //! laid out k-major, so a 6×16 tile of `y` is 12 AVX2 accumulators fed by
-//! two loads and six broadcasts per k. `x` is read in place (rows are
+//! two loads and six broadcasts per k (6×8 for a last panel of 8 columns
+//! or fewer). `x` is read in place (rows are
 //! contiguous in `k`), and the bias and activation are applied to a tile
 //! before it is stored. K is split into blocks of `KC` so that a tile's
 //! rows of `x` stay in L1 and the panels a task walks stay in L2; threads
@@ -108,16 +109,19 @@ impl Packed {
 }
 
 /// `x`: some rows of the input; `y`: the same rows of the output. One
-/// compiled version per target, with the tile inlined into it.
+/// compiled version per target, with the tiles inlined into it.
 #[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
 fn rows(packed: &Packed, x: &[f32], y: &mut [f32], epilogue: Epilogue) {
     let (n, k) = (packed.n, packed.k);
     let m = y.len() / n;
     let panels = n.div_ceil(NR);
-    let mut acc = [[0f32; NR]; MR];
     for k0 in (0..k).step_by(KC) {
         let kc = KC.min(k - k0);
-        let (first, last) = (k0 == 0, k0 + kc == k);
+        let step = Step {
+            first: k0 == 0,
+            last: k0 + kc == k,
+            epilogue,
+        };
         for p0 in (0..panels).step_by(NC_PANELS) {
             for r0 in (0..m).step_by(MR) {
                 let valid = MR.min(m - r0);
@@ -127,29 +131,15 @@ fn rows(packed: &Packed, x: &[f32], y: &mut [f32], epilogue: Epilogue) {
                     std::array::from_fn(|r| &x[(r0 + r.min(valid - 1)) * k + k0..][..kc]);
                 for p in p0..(p0 + NC_PANELS).min(panels) {
                     let cols = NR.min(n - p * NR);
-                    // Whole rows of a tile copy with a constant length,
-                    // which compiles to vector moves rather than memcpy.
-                    for (r, row) in acc.iter_mut().enumerate().take(valid) {
-                        let at = (r0 + r) * n + p * NR;
-                        if first {
-                            row.fill(0.0);
-                        } else if cols == NR {
-                            row.copy_from_slice(&y[at..at + NR]);
-                        } else {
-                            row[..cols].copy_from_slice(&y[at..at + cols]);
-                        }
-                    }
-                    tile(&a, &packed.panels[(p * k + k0) * NR..][..kc * NR], &mut acc);
-                    for (r, row) in acc.iter_mut().enumerate().take(valid) {
-                        if last {
-                            finish(row, &packed.bias[p * NR..][..NR], epilogue);
-                        }
-                        let at = (r0 + r) * n + p * NR;
-                        if cols == NR {
-                            y[at..at + NR].copy_from_slice(row);
-                        } else {
-                            y[at..at + cols].copy_from_slice(&row[..cols]);
-                        }
+                    let b = &packed.panels[(p * k + k0) * NR..][..kc * NR];
+                    let bias = &packed.bias[p * NR..][..NR];
+                    let y = &mut y[r0 * n + p * NR..];
+                    // A panel of 8 columns or fewer (the last of 24 or 40
+                    // outputs) needs half the multiply-adds.
+                    if cols > NR / 2 {
+                        tile::<NR>(&a, b, bias, y, n, valid, cols, step);
+                    } else {
+                        tile::<{ NR / 2 }>(&a, b, bias, y, n, valid, cols, step);
                     }
                 }
             }
@@ -157,39 +147,82 @@ fn rows(packed: &Packed, x: &[f32], y: &mut [f32], epilogue: Epilogue) {
     }
 }
 
-/// `acc += a · b` for one tile: `a` holds MR rows of `kc` inputs, `b` a
-/// panel's `kc` rows of NR weights. With FMA, each row of the tile is one
-/// or two vector registers and each step a broadcast and an FMA per
-/// register. Every row is cut to the panel's length first, so the compiler
-/// can drop the bounds checks: with them, the six row pointers and lengths
-/// lived on the stack and were reloaded and checked at every step.
+/// Where a K block sits in the product, and what follows the last.
+#[derive(Clone, Copy)]
+struct Step {
+    first: bool,
+    last: bool,
+    epilogue: Epilogue,
+}
+
+/// One MR×C tile of `y` (rows `n` apart, `valid` rows and `cols` columns
+/// of it kept) `+= a · b` over a K block, where `a` holds MR rows of `kc`
+/// inputs and `b` a panel's `kc` rows of NR weights, of which the first C
+/// are used; the bias and activation follow the last block.
 #[inline(always)]
-fn tile(a: &[&[f32]; MR], b: &[f32], acc: &mut [[f32; NR]; MR]) {
+#[allow(clippy::too_many_arguments)]
+fn tile<const C: usize>(
+    a: &[&[f32]; MR],
+    b: &[f32],
+    bias: &[f32],
+    y: &mut [f32],
+    n: usize,
+    valid: usize,
+    cols: usize,
+    step: Step,
+) {
+    let mut acc = [[0f32; C]; MR];
+    if !step.first {
+        for (r, row) in acc.iter_mut().enumerate().take(valid) {
+            row[..cols].copy_from_slice(&y[r * n..][..cols]);
+        }
+    }
+    product(a, b, &mut acc);
+    for (r, row) in acc.iter_mut().enumerate().take(valid) {
+        if step.last {
+            for (v, b) in row.iter_mut().zip(bias) {
+                *v += b;
+            }
+            if let Epilogue::Relu6 = step.epilogue {
+                row.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0));
+            }
+        }
+        let out = &mut y[r * n..][..cols];
+        out.copy_from_slice(&row[..cols]);
+        if let (true, Epilogue::Apply(act)) = (step.last, step.epilogue) {
+            act(out);
+        }
+    }
+}
+
+/// `acc += a · b`. With FMA, each row of the tile is one or two vector
+/// registers and each step two loads of `b`, six broadcasts of `a` and an
+/// FMA per register: `sum` is only ever indexed by constants once the
+/// loops unroll, so it lives in registers (a dynamic index anywhere, as a
+/// partial row's copy would be, puts it on the stack and the loop goes
+/// scalar). Each row of `a` is its own slice cut to the panel's length,
+/// so the compiler drops the bounds checks (kept in an array, their
+/// lengths were reloaded and checked at every step), and `b`'s row is
+/// copied into a value first, so it is loaded once per step rather than
+/// once per FMA: with 12 FMAs folding their own load of it, the loop was
+/// bound by 18 loads per step instead of by its 12 FMAs.
+#[inline(always)]
+fn product<const C: usize>(a: &[&[f32]; MR], b: &[f32], acc: &mut [[f32; C]; MR]) {
     let (b, _) = b.as_chunks::<NR>();
-    let a: [&[f32]; MR] = std::array::from_fn(|r| &a[r][..b.len()]);
+    let n = b.len();
+    let [a0, a1, a2, a3, a4, a5] = *a;
+    let (a0, a1, a2, a3, a4, a5) = (&a0[..n], &a1[..n], &a2[..n], &a3[..n], &a4[..n], &a5[..n]);
     let mut sum = *acc;
     for (kk, panel) in b.iter().enumerate() {
-        for (row, a) in sum.iter_mut().zip(&a) {
-            let v = a[kk];
-            for (s, w) in row.iter_mut().zip(panel) {
+        let w: [f32; C] = std::array::from_fn(|l| panel[l]);
+        let v = [a0[kk], a1[kk], a2[kk], a3[kk], a4[kk], a5[kk]];
+        for (row, v) in sum.iter_mut().zip(v) {
+            for (s, w) in row.iter_mut().zip(&w) {
                 *s = v.mul_add(*w, *s);
             }
         }
     }
     *acc = sum;
-}
-
-/// Bias, then the activation, on one finished row of a tile.
-#[inline(always)]
-fn finish(row: &mut [f32; NR], bias: &[f32], epilogue: Epilogue) {
-    for (v, b) in row.iter_mut().zip(bias) {
-        *v += b;
-    }
-    match epilogue {
-        Epilogue::Identity => {}
-        Epilogue::Relu6 => row.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0)),
-        Epilogue::Apply(act) => act(row),
-    }
 }
 
 #[cfg(test)]
@@ -243,6 +276,7 @@ mod tests {
             (49, 1280, 320),
             (130, 33, 600),
             (5, 300, 16),
+            (50, 24, 96),
         ] {
             let (x, w, b) = (values(m * k, 1), values(n * k, 2), values(n, 3));
             for (epilogue, relu6) in [(Epilogue::Identity, false), (Epilogue::Relu6, true)] {
