@@ -160,35 +160,53 @@ pub(super) fn output_row(
                 .map(|i| (t, i))
         })
     };
-    // Per output pixel, the (input offset, kernel offset) of each tap
-    // inside the image: `taps[ends[ox - 1]..ends[ox]]`.
+    // The (input offset, kernel offset) of each tap inside the image.
+    // Pixels whose horizontal taps all fall inside (`lo..hi`) share one
+    // list, relative to their first tap's input pixel; only the edges get
+    // lists of their own. A list per pixel cost as much as the
+    // multiply-adds at 32 channels (EfficientNet's first block).
     let width = dst.len() / c;
-    let mut taps = Vec::with_capacity(width * g.k * g.k);
-    let mut ends = Vec::with_capacity(width);
+    let lo = g.left.div_ceil(g.stride).min(width);
+    let hi = (g.w + g.left)
+        .checked_sub(g.k)
+        .map_or(lo, |last| (last / g.stride + 1).clamp(lo, width));
+    let mut taps = Vec::with_capacity(g.k * g.k * (1 + width - (hi - lo)));
+    for (ky, iy) in inside(oy, g.h, g.top) {
+        for kx in 0..g.k {
+            taps.push((((iy - first) * g.w + kx) * c, (ky * g.k + kx) * c));
+        }
+    }
+    let shared = taps.len();
+    // Per output pixel: where its taps' offsets count from, and its list
+    // `taps[start..end]`.
+    let mut spans = Vec::with_capacity(width);
     for ox in 0..width {
+        if (lo..hi).contains(&ox) {
+            spans.push(((ox * g.stride - g.left) * c, 0, shared));
+            continue;
+        }
+        let start = taps.len();
         for (ky, iy) in inside(oy, g.h, g.top) {
             for (kx, ix) in inside(ox, g.w, g.left) {
                 taps.push((((iy - first) * g.w + ix) * c, (ky * g.k + kx) * c));
             }
         }
-        ends.push(taps.len());
+        spans.push((0, start, taps.len()));
     }
     // No closure here: it would not inherit the target features, and
     // `mul_add` without FMA is a libm call.
     let mut ch = 0;
     for n in [64, 32, 8, 1] {
         while ch + n <= c {
-            let mut start = 0;
-            for (px, &end) in dst.chunks_exact_mut(c).zip(&ends) {
+            for (px, &(base, start, end)) in dst.chunks_exact_mut(c).zip(&spans) {
                 let out = &mut px[ch..ch + n];
-                let taps = &taps[start..end];
+                let (rows, taps) = (&rows[base..], &taps[start..end]);
                 match n {
                     64 => channels::<64>(out, rows, w, bias, taps, ch, g.relu6),
                     32 => channels::<32>(out, rows, w, bias, taps, ch, g.relu6),
                     8 => channels::<8>(out, rows, w, bias, taps, ch, g.relu6),
                     _ => channels::<1>(out, rows, w, bias, taps, ch, g.relu6),
                 }
-                start = end;
             }
             ch += n;
         }
@@ -267,9 +285,15 @@ mod tests {
             (9, 7, 5, 3, 2, true),
             (12, 12, 16, 5, 2, true),
             (5, 6, 24, 5, 1, false),
-            // Several blocks of channels, with a remainder.
+            // Several blocks of channels, with a remainder; rows with
+            // interior pixels, and images narrower than the kernel.
             (6, 13, 72, 3, 1, true),
             (7, 11, 104, 5, 2, true),
+            (6, 37, 16, 3, 1, true),
+            (9, 23, 8, 3, 2, false),
+            (4, 12, 8, 5, 1, true),
+            (3, 2, 8, 3, 2, true),
+            (2, 3, 4, 5, 1, true),
         ] {
             let x = Tensor::randn(0f32, 2.0, (2, h, w, c), &dev)?;
             let kern = Tensor::randn(0f32, 1.0, (k, k, c), &dev)?;
