@@ -137,10 +137,10 @@ impl CustomOp3 for Depthwise {
 
 /// Output row `oy` of one image: per pixel, the bias plus every tap that
 /// falls inside the image. `rows` holds the image's input rows from
-/// `first` on, at least as far as this output row's taps reach. Channels go in blocks, each block over the whole
-/// row: its kernel slice stays in L1 from pixel to pixel, and its sums stay
-/// in registers across all taps (two loads per multiply-add rather than
-/// three and a store).
+/// `first` on, at least as far as this output row's taps reach. Channels
+/// go in blocks, each block over the whole row: its kernel slice stays in
+/// L1 from pixel to pixel, and its sums stay in registers across all taps
+/// (two loads per multiply-add rather than three and a store).
 #[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
 pub(super) fn output_row(
     dst: &mut [f32],

@@ -6,9 +6,10 @@
 //! laid out k-major, so a 6×16 tile of `y` is 12 AVX2 accumulators fed by
 //! two loads and six broadcasts per k (6×8 for a last panel of 8
 //! columns). `x` is read in place (rows are contiguous in `k`), and the
-//! bias and activation are applied to a tile before it is stored. K is split into blocks of `KC` so that a tile's
-//! rows of `x` stay in L1 and the panels a task walks stay in L2; threads
-//! take chunks of whole tiles of rows.
+//! bias and activation are applied to a tile before it is stored. K is
+//! split into blocks of `KC` so that a tile's rows of `x` stay in L1 and
+//! the panels a task walks stay in L2; threads take chunks of whole tiles
+//! of rows.
 //!
 //! The tile is compiled for AVX-512 and AVX2 + FMA besides the baseline
 //! x86-64 and picked at run time (`multiversion`); it is plain Rust that
