@@ -10,7 +10,9 @@ random 224x224 inputs (float NCHW, preprocessed outside the timing) at the
 batch sizes and thread count given, in this process only. With
 EFFNET_OURS=FILE (raw little-endian f32, the embedding our encoder gives the
 first benchmark image) it also prints the largest difference, so both sides
-are shown to compute the same function.
+are shown to compute the same function. With EFFNET_PROFILE=1 it also
+prints ONNX Runtime's own time per node (median over the timed runs) at
+the last batch size, to set beside our per-block figures.
 
     python scripts/bench_effnet_ort.py MODEL_DIR
 """
@@ -112,6 +114,10 @@ def main():
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    profile = os.environ.get("EFFNET_PROFILE") == "1"
+    if profile:
+        options.enable_profiling = True
+        options.profile_file_prefix = os.path.join(os.environ.get("TMPDIR", "/tmp"), "effnet-ort")
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     side = cfg["image_size"]
     batches = [int(b) for b in os.environ.get("EFFNET_BATCHES", "1,8").split(",")]
@@ -136,6 +142,23 @@ def main():
             runs += 1
         per = (time.perf_counter() - started) / runs
         print(f"| ONNX Runtime {ort.__version__} | {batch} | {per * 1e3:.1f} | {batch / per:.1f} |")
+    if profile:
+        # The last batch size's runs (and its warm-up run) came last.
+        print_profile(session.end_profiling(), batches[-1], runs + 1)
+
+
+def print_profile(path, batch, runs):
+    """Median kernel time per node over the last `runs` runs."""
+    times = {}
+    for event in json.loads(Path(path).read_text()):
+        name = event.get("name", "")
+        if event.get("cat") == "Node" and name.endswith("_kernel_time"):
+            node = (name[: -len("_kernel_time")], event["args"].get("op_name", ""))
+            times.setdefault(node, []).append(event["dur"])
+    print(f"ONNX Runtime per node, batch {batch} (median us):")
+    for (node, op), durations in times.items():
+        last = sorted(durations[-runs:])
+        print(f"| {node} | {op} | {last[len(last) // 2]} |")
 
 
 if __name__ == "__main__":
