@@ -14,6 +14,13 @@ log() { echo "[setup] $*" >&2; }
 
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
+# One setup installs at a time: two started together (a build and the
+# reference env, say) raced for dpkg's lock and installed s3s-fs into
+# the same cargo target, and the second failed. The lock is released
+# once everything below is installed.
+exec {setup_lock}>"$FF_CACHE/setup.lock"
+flock "$setup_lock"
+
 # System packages: libav* headers for ffmpeg-next, clang for its bindgen,
 # ffmpeg/ffprobe for test videos, opencv-doc for real footage, photos and
 # ImageNet class names, RabbitMQ as the broker, docker-compose to validate
@@ -36,7 +43,8 @@ fi
 # plugin that the compose stack scrapes.
 if ! rabbitmq-diagnostics -q ping >/dev/null 2>&1; then
   log "starting rabbitmq"
-  sudo_if_needed rabbitmq-server -detached
+  # Without the setup lock: the broker outlives this shell and would hold it.
+  sudo_if_needed rabbitmq-server -detached {setup_lock}>&-
   for _ in $(seq 60); do rabbitmq-diagnostics -q ping >/dev/null 2>&1 && break; sleep 1; done
   rabbitmq-diagnostics -q ping >/dev/null
 fi
@@ -68,6 +76,7 @@ if [ ! -f "$FF_MODEL_DIR/model.safetensors" ]; then
   log "converting EfficientNet-Lite0 weights into $FF_MODEL_DIR"
   "$FF_PYTHON" "$root/scripts/convert_effnet_lite0.py" "$FF_MODEL_DIR"
 fi
+exec {setup_lock}>&-
 
 # Starts s3s-fs on a free loopback port with its own key; sets
 # FF_S3_ENDPOINT and AWS_* for this shell. Local-development credentials.
