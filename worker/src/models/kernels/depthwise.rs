@@ -195,50 +195,82 @@ pub(super) fn output_row(
     }
     // No closure here: it would not inherit the target features, and
     // `mul_add` without FMA is a libm call.
+    let step = g.stride * c;
     let mut ch = 0;
     for n in [64, 32, 8, 1] {
         while ch + n <= c {
-            for (px, &(base, start, end)) in dst.chunks_exact_mut(c).zip(&spans) {
-                let out = &mut px[ch..ch + n];
+            let mut ox = 0;
+            while ox < width {
+                let (base, start, end) = spans[ox];
                 let (rows, taps) = (&rows[base..], &taps[start..end]);
-                match n {
-                    64 => channels::<64>(out, rows, w, bias, taps, ch, g.relu6),
-                    32 => channels::<32>(out, rows, w, bias, taps, ch, g.relu6),
-                    8 => channels::<8>(out, rows, w, bias, taps, ch, g.relu6),
-                    _ => channels::<1>(out, rows, w, bias, taps, ch, g.relu6),
-                }
+                let dst = &mut dst[ox * c..];
+                // Interior pixels go in groups that share each tap's
+                // weights: 64 sums in flight, enough independent chains
+                // to hide the FMA latency where one pixel's 8 or 32
+                // channels are not (block 0 has 32).
+                ox += match n {
+                    64 => pixels::<64, 1>(dst, rows, w, bias, taps, (ch, c), step, g.relu6),
+                    32 if ox + 2 <= hi && ox >= lo => {
+                        pixels::<32, 2>(dst, rows, w, bias, taps, (ch, c), step, g.relu6)
+                    }
+                    32 => pixels::<32, 1>(dst, rows, w, bias, taps, (ch, c), step, g.relu6),
+                    8 if ox + 8 <= hi && ox >= lo => {
+                        pixels::<8, 8>(dst, rows, w, bias, taps, (ch, c), step, g.relu6)
+                    }
+                    8 => pixels::<8, 1>(dst, rows, w, bias, taps, (ch, c), step, g.relu6),
+                    _ => pixels::<1, 1>(dst, rows, w, bias, taps, (ch, c), step, g.relu6),
+                };
             }
             ch += n;
         }
     }
 }
 
-/// `N` channels from `ch` of one output pixel.
+/// `N` channels from `ch` of `P` output pixels, `step` apart in the input,
+/// that share one tap list; returns `P`. The sums are a value, indexed
+/// only by constants once the loops unroll, so they stay in registers
+/// (a slice copied into them, or out of them, put them on the stack and
+/// stored them at every tap).
 #[inline(always)]
-fn channels<const N: usize>(
+#[allow(clippy::too_many_arguments)]
+fn pixels<const N: usize, const P: usize>(
     out: &mut [f32],
     image: &[f32],
     w: &[f32],
     bias: &[f32],
     taps: &[(usize, usize)],
-    ch: usize,
+    (ch, c): (usize, usize),
+    step: usize,
     relu6: bool,
-) {
-    let mut acc = [0f32; N];
-    acc.copy_from_slice(&bias[ch..ch + N]);
+) -> usize {
+    let mut acc = [block::<N>(bias, ch); P];
     for &(input, kernel) in taps {
-        let x = &image[input + ch..][..N];
-        let k = &w[kernel + ch..][..N];
-        for l in 0..N {
-            acc[l] = x[l].mul_add(k[l], acc[l]);
+        let k = block::<N>(w, kernel + ch);
+        for (p, sum) in acc.iter_mut().enumerate() {
+            let x = &image[input + ch + p * step..][..N];
+            for l in 0..N {
+                sum[l] = x[l].mul_add(k[l], sum[l]);
+            }
         }
     }
-    if relu6 {
-        for a in &mut acc {
-            *a = a.clamp(0.0, 6.0);
+    for (p, sum) in acc.iter_mut().enumerate() {
+        if relu6 {
+            for v in sum.iter_mut() {
+                *v = v.clamp(0.0, 6.0);
+            }
+        }
+        let px = &mut out[p * c + ch..][..N];
+        for (o, v) in px.iter_mut().zip(sum.iter()) {
+            *o = *v;
         }
     }
-    out.copy_from_slice(&acc);
+    P
+}
+
+/// `v[at..at + N]` as a value.
+#[inline(always)]
+fn block<const N: usize>(v: &[f32], at: usize) -> [f32; N] {
+    *v[at..].first_chunk().expect("a whole block of channels")
 }
 
 #[cfg(test)]
@@ -294,6 +326,11 @@ mod tests {
             (4, 12, 8, 5, 1, true),
             (3, 2, 8, 3, 2, true),
             (2, 3, 4, 5, 1, true),
+            // Interior pixels in groups (of 2 at 32 channels, of 8 at
+            // 8), with the row's remainder one at a time.
+            (5, 21, 32, 3, 1, true),
+            (6, 43, 40, 3, 2, false),
+            (5, 30, 48, 5, 1, true),
         ] {
             let x = Tensor::randn(0f32, 2.0, (2, h, w, c), &dev)?;
             let kern = Tensor::randn(0f32, 1.0, (k, k, c), &dev)?;

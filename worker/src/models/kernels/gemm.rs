@@ -184,15 +184,24 @@ fn tile<const C: usize>(
     valid: usize,
     step: Step,
 ) {
+    // Every loop over the tile's rows runs all MR of them, so `acc` is
+    // indexed by constants only and stays in registers; only loads and
+    // stores look at `valid`. A loop bounded by `valid` put `acc` on the
+    // stack and ran the bias add scalar, which at K = 16 (EfficientNet's
+    // widest expand) cost more than the product.
     let mut acc = [[0f32; C]; MR];
     if !step.first {
-        for (r, row) in acc.iter_mut().enumerate().take(valid) {
-            row.copy_from_slice(&y[r * n..][..C]);
+        for (r, row) in acc.iter_mut().enumerate() {
+            let y: &[f32; C] = y[r.min(valid - 1) * n..]
+                .first_chunk()
+                .expect("a whole tile");
+            *row = *y;
         }
     }
     product(a, b, &mut acc);
-    for (r, row) in acc.iter_mut().enumerate().take(valid) {
-        if step.last {
+    if step.last {
+        let bias: &[f32; C] = bias.first_chunk().expect("a padded bias");
+        for row in &mut acc {
             for (v, b) in row.iter_mut().zip(bias) {
                 *v += b;
             }
@@ -200,10 +209,14 @@ fn tile<const C: usize>(
                 row.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0));
             }
         }
-        let out = &mut y[r * n..][..C];
-        out.copy_from_slice(row);
-        if let (true, Epilogue::Apply(act)) = (step.last, step.epilogue) {
-            act(out);
+    }
+    for (r, row) in acc.iter().enumerate() {
+        if r < valid {
+            let out: &mut [f32; C] = y[r * n..].first_chunk_mut().expect("a whole tile");
+            *out = *row;
+            if let (true, Epilogue::Apply(act)) = (step.last, step.epilogue) {
+                act(out);
+            }
         }
     }
 }
