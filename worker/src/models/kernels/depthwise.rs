@@ -129,15 +129,16 @@ impl CustomOp3 for Depthwise {
             .enumerate()
             .for_each(|(row, dst)| {
                 let image = &x[(row / oh) * h * wd * c..][..h * wd * c];
-                output_row(dst, image, 0, w, b, &g, row % oh);
+                output_row(dst, image, h, w, b, &g, row % oh);
             });
         Ok((CpuStorage::F32(out), Shape::from((batch, oh, ow, c))))
     }
 }
 
 /// Output row `oy` of one image: per pixel, the bias plus every tap that
-/// falls inside the image. `rows` holds the image's input rows from
-/// `first` on, at least as far as this output row's taps reach. Channels
+/// falls inside the image. `rows` holds input row `iy` in row slot `iy %
+/// slots`: the whole image (`slots` its height), or a ring of the rows
+/// that a band of output rows reaches (`kernels/mbconv.rs`). Channels
 /// go in blocks, each block over the whole row: its kernel slice stays in
 /// L1 from pixel to pixel, and its sums stay in registers across all taps
 /// (two loads per multiply-add rather than three and a store).
@@ -145,7 +146,7 @@ impl CustomOp3 for Depthwise {
 pub(super) fn output_row(
     dst: &mut [f32],
     rows: &[f32],
-    first: usize,
+    slots: usize,
     w: &[f32],
     bias: &[f32],
     g: &Geometry,
@@ -173,7 +174,7 @@ pub(super) fn output_row(
     let mut taps = Vec::with_capacity(g.k * g.k * (1 + width - (hi - lo)));
     for (ky, iy) in inside(oy, g.h, g.top) {
         for kx in 0..g.k {
-            taps.push((((iy - first) * g.w + kx) * c, (ky * g.k + kx) * c));
+            taps.push((((iy % slots) * g.w + kx) * c, (ky * g.k + kx) * c));
         }
     }
     let shared = taps.len();
@@ -188,7 +189,7 @@ pub(super) fn output_row(
         let start = taps.len();
         for (ky, iy) in inside(oy, g.h, g.top) {
             for (kx, ix) in inside(ox, g.w, g.left) {
-                taps.push((((iy - first) * g.w + ix) * c, (ky * g.k + kx) * c));
+                taps.push((((iy % slots) * g.w + ix) * c, (ky * g.k + kx) * c));
             }
         }
         spans.push((0, start, taps.len()));
