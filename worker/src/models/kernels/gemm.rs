@@ -5,8 +5,9 @@
 //! `W` is packed when the layer is built, into panels of 16 output columns
 //! laid out k-major, so a 6×16 tile of `y` is 12 AVX2 accumulators fed by
 //! two loads and six broadcasts per k (6×8 for a last panel of 8
-//! columns). `x` is read in place (rows are contiguous in `k`), and the
-//! bias and activation are applied to a tile before it is stored. K is
+//! columns). `x` is read in place (rows are contiguous in `k`); a tile's
+//! sums start from the bias, and the activation is applied to the tile
+//! before it is stored. K is
 //! split into blocks of `KC` so that a tile's rows of `x` stay in L1 and
 //! the panels a task walks stay in L2; threads take chunks of whole tiles
 //! of rows.
@@ -172,7 +173,7 @@ struct Step {
 /// One MR×C tile of `y` (rows `n` apart, `valid` rows of it kept) `+= a ·
 /// b` over a K block, where `a` holds MR rows of `kc` inputs and `b` a
 /// panel's `kc` rows of NR weights, of which the first C are used; the
-/// bias and activation follow the last block.
+/// first block starts from the bias, the activation follows the last.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn tile<const C: usize>(
@@ -188,32 +189,32 @@ fn tile<const C: usize>(
     // indexed by constants only and stays in registers; only loads and
     // stores look at `valid`. A loop bounded by `valid` put `acc` on the
     // stack and ran the bias add scalar, which at K = 16 (EfficientNet's
-    // widest expand) cost more than the product.
+    // widest expand) cost more than the product. The bias is where the
+    // sums start: added at the end, it was split into pieces of 2, 1, 1,
+    // 4 and 8 lanes and put back together, row by row.
     let mut acc = [[0f32; C]; MR];
-    if !step.first {
+    if step.first {
+        let bias: &[f32; C] = bias.first_chunk().expect("a padded bias");
+        acc = [*bias; MR];
+    } else {
         for (r, row) in acc.iter_mut().enumerate() {
-            let y: &[f32; C] = y[r.min(valid - 1) * n..]
+            *row = *y[r.min(valid - 1) * n..]
                 .first_chunk()
                 .expect("a whole tile");
-            *row = *y;
         }
     }
     product(a, b, &mut acc);
-    if step.last {
-        let bias: &[f32; C] = bias.first_chunk().expect("a padded bias");
-        for row in &mut acc {
-            for (v, b) in row.iter_mut().zip(bias) {
-                *v += b;
-            }
-            if let Epilogue::Relu6 = step.epilogue {
-                row.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0));
-            }
-        }
-    }
+    let relu6 = matches!((step.last, step.epilogue), (true, Epilogue::Relu6));
     for (r, row) in acc.iter().enumerate() {
         if r < valid {
             let out: &mut [f32; C] = y[r * n..].first_chunk_mut().expect("a whole tile");
-            *out = *row;
+            if relu6 {
+                for (o, v) in out.iter_mut().zip(row) {
+                    *o = v.clamp(0.0, 6.0);
+                }
+            } else {
+                *out = *row;
+            }
             if let (true, Epilogue::Apply(act)) = (step.last, step.epilogue) {
                 act(out);
             }
