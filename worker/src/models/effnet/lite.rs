@@ -11,16 +11,18 @@
 //! GEMM over all pixels of the batch with its bias and ReLU6 fused
 //! (`kernels/linear.rs`), the depthwise ones vectorise across channels
 //! (`kernels/depthwise.rs`), and no layout is ever transposed. The stem's
-//! 3×3 convolution is a GEMM over its 27-value patches. On the CPU each
+//! 3×3 convolution is a GEMM over its 27-value patches
+//! (`kernels/im2col.rs`). On the CPU each
 //! block runs as one pass per band of output rows (`kernels/mbconv.rs`),
 //! so its expanded activations stay in cache.
 
-use candle_core::{DType, IndexOp, Module, Result, Tensor};
+use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::Deserialize;
 
 use crate::models::kernels::{
-    depthwise::{depthwise_nhwc, same_padding},
+    depthwise::depthwise_nhwc,
+    im2col::im2col_same,
     linear::{Activation, Linear},
     mbconv::InvertedResidual,
 };
@@ -145,38 +147,6 @@ impl ConvBn {
             } => depthwise_nhwc(x, weight, bias, *stride, *relu6),
         }
     }
-}
-
-/// `[B, H, W, C]` → `[B, H', W', K·K·C]`: each output pixel's patch under a
-/// stride-`stride` K×K window with TF "same" padding, taps in
-/// `[ky, kx, c]` order. Built from strided views, on any device; the
-/// stem's input has 3 channels, so this is small.
-fn im2col_same(x: &Tensor, k: usize, stride: usize) -> Result<Tensor> {
-    let (b, h, w, c) = x.dims4()?;
-    let (oh, ow) = (h.div_ceil(stride), w.div_ceil(stride));
-    let (top, bottom) = same_padding(h, k, stride);
-    let (left, right) = same_padding(w, k, stride);
-    // `stride` extra zeros after each side let every tap take `out·stride`
-    // rows and keep every `stride`-th.
-    let padded =
-        x.pad_with_zeros(1, top, bottom + stride)?
-            .pad_with_zeros(2, left, right + stride)?;
-    let wide = padded.dim(2)?;
-    let mut taps = Vec::with_capacity(k * k);
-    for ky in 0..k {
-        let rows = padded
-            .narrow(1, ky, oh * stride)?
-            .reshape((b, oh, stride, wide, c))?
-            .i((.., .., 0))?;
-        for kx in 0..k {
-            taps.push(
-                rows.narrow(2, kx, ow * stride)?
-                    .reshape((b, oh, ow, stride, c))?
-                    .i((.., .., .., 0))?,
-            );
-        }
-    }
-    Tensor::cat(&taps, 3)
 }
 
 /// Inverted residual block (MBConv) without squeeze-excitation.

@@ -3,5 +3,6 @@
 
 pub mod depthwise;
 pub mod gemm;
+pub mod im2col;
 pub mod linear;
 pub mod mbconv;
