@@ -1,9 +1,13 @@
-use candle_core::{D, Result, Tensor};
-use candle_nn::{Linear, Module, VarBuilder, ops::softmax};
+use candle_core::{D, Module, Result, Tensor};
+use candle_nn::{VarBuilder, ops::softmax};
 use schema::Label;
 
+use crate::models::kernels::linear::{Activation, Linear};
+
 /// A linear classification head on the pooled embedding, reporting the
-/// top-k classes by name.
+/// top-k classes by name. Its weights are packed once, at load
+/// (`kernels/linear.rs`): candle's matmul packed all 1.3 M of them on
+/// every batch.
 pub struct Classifier {
     linear: Linear,
     names: Vec<String>,
@@ -12,7 +16,7 @@ pub struct Classifier {
 
 impl Classifier {
     pub fn new(vb: VarBuilder, dim: usize, names: Vec<String>, top_k: usize) -> Result<Self> {
-        let linear = candle_nn::linear(dim, names.len(), vb)?;
+        let linear = Linear::load(vb, dim, names.len(), Activation::Identity)?;
         Ok(Self {
             linear,
             names,

@@ -10,7 +10,7 @@
 //! convolution, which is correct everywhere.
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, bail};
-use multiversion::multiversion;
+use multiversion::{multiversion, target::target_cfg_f};
 use rayon::prelude::*;
 
 /// Padding that makes a stride-`stride` convolution output `ceil(input / stride)`,
@@ -194,8 +194,15 @@ pub(super) fn output_row(
         }
         spans.push((0, start, taps.len()));
     }
-    // No closure here: it would not inherit the target features, and
-    // `mul_add` without FMA is a libm call.
+    // Groups of interior pixels keep 8 vector registers of sums in flight:
+    // two FMA pipes of latency 4 need 8 independent chains, and each
+    // weight loaded serves every pixel of the group. With AVX-512 a pixel's
+    // 64 channels are 4 registers (2 pixels a group) and 32 are 2 (4
+    // pixels); with AVX2 they are 8 and 4 (1 and 2 pixels).
+    let wide = target_cfg_f!(target_feature = "avx512f");
+    let interior = |ox: usize, p: usize| ox >= lo && ox + p <= hi;
+    // No closure does arithmetic here: it would not inherit the target
+    // features, and `mul_add` without FMA is a libm call.
     let step = g.stride * c;
     let mut ch = 0;
     for n in [64, 32, 8, 1] {
@@ -205,17 +212,19 @@ pub(super) fn output_row(
                 let (base, start, end) = spans[ox];
                 let (rows, taps) = (&rows[base..], &taps[start..end]);
                 let dst = &mut dst[ox * c..];
-                // Interior pixels go in groups that share each tap's
-                // weights: 64 sums in flight, enough independent chains
-                // to hide the FMA latency where one pixel's 8 or 32
-                // channels are not (block 0 has 32).
                 ox += match n {
+                    64 if wide && interior(ox, 2) => {
+                        pixels::<64, 2>(dst, rows, w, bias, taps, (ch, c), step, g.relu6)
+                    }
                     64 => pixels::<64, 1>(dst, rows, w, bias, taps, (ch, c), step, g.relu6),
-                    32 if ox + 2 <= hi && ox >= lo => {
+                    32 if wide && interior(ox, 4) => {
+                        pixels::<32, 4>(dst, rows, w, bias, taps, (ch, c), step, g.relu6)
+                    }
+                    32 if interior(ox, 2) => {
                         pixels::<32, 2>(dst, rows, w, bias, taps, (ch, c), step, g.relu6)
                     }
                     32 => pixels::<32, 1>(dst, rows, w, bias, taps, (ch, c), step, g.relu6),
-                    8 if ox + 8 <= hi && ox >= lo => {
+                    8 if interior(ox, 8) => {
                         pixels::<8, 8>(dst, rows, w, bias, taps, (ch, c), step, g.relu6)
                     }
                     8 => pixels::<8, 1>(dst, rows, w, bias, taps, (ch, c), step, g.relu6),
