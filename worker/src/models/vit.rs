@@ -5,7 +5,7 @@
 
 use candle_core::{DType, Device, Module, Result, Tensor, bail};
 
-use super::kernels::linear::Linear;
+use super::kernels::{attention::attention, linear::Linear};
 
 /// A Hugging Face image processor's last steps, on `[B, H, W, 3]` RGB24
 /// already at the model's size: rescale by 1/255, then per-channel
@@ -101,12 +101,9 @@ impl Attention {
         let q = (qkv.get(0)? * self.scale)?.contiguous()?;
         let k = qkv.get(1)?.contiguous()?;
         let v = qkv.get(2)?.contiguous()?;
-        let mut scores = q.matmul(&k.t()?)?;
-        if let Some(mask) = mask {
-            scores = scores.broadcast_add(mask)?;
-        }
-        let weights = candle_nn::ops::softmax_last_dim(&scores)?;
-        let out = weights.matmul(&v)?.transpose(1, 2)?.reshape((b, n, c))?;
+        let out = attention(&q, &k, &v, mask)?
+            .transpose(1, 2)?
+            .reshape((b, n, c))?;
         self.output.forward(&out)
     }
 }

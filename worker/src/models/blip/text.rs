@@ -10,7 +10,10 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::{Embedding, LayerNorm, VarBuilder, embedding, kv_cache::KvCache, layer_norm};
 
 use super::config::TextConfig;
-use crate::models::kernels::linear::{Activation, Linear};
+use crate::models::kernels::{
+    linear::{Activation, Linear},
+    softmax::softmax_last_dim,
+};
 
 fn split_heads(x: &Tensor, heads: usize) -> Result<Tensor> {
     let (b, n, c) = x.dims3()?;
@@ -30,7 +33,7 @@ fn attend(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<T
         Some(m) => scores.broadcast_add(m)?,
         None => scores,
     };
-    candle_nn::ops::softmax_last_dim(&scores)?.matmul(v)
+    softmax_last_dim(&scores)?.matmul(v)
 }
 
 /// Dense + residual + LayerNorm, BERT's `*.output` blocks.

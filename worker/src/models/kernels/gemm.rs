@@ -51,18 +51,37 @@ impl Packed {
     /// `weight`: `[n, k]` row-major; `bias`: `[n]`.
     pub fn new(weight: &[f32], bias: &[f32], n: usize, k: usize) -> Self {
         assert_eq!(weight.len(), n * k, "weight is not [n, k]");
-        assert_eq!(bias.len(), n, "bias is not [n]");
-        let count = n.div_ceil(NR);
-        // One row of slack after the last panel: a tile that starts at
-        // column 16 views its K rows as whole chunks of NR from there.
-        let mut panels = vec![0f32; (count * k + 1) * NR];
-        for (p, panel) in panels.chunks_exact_mut(k * NR).take(count).enumerate() {
+        Self::pack(bias, n, k, |p, panel| {
             for j in 0..NR.min(n - p * NR) {
                 let row = &weight[(p * NR + j) * k..][..k];
                 for (kk, &w) in row.iter().enumerate() {
                     panel[kk * NR + j] = w;
                 }
             }
+        })
+    }
+
+    /// `weight`: `[k, n]` row-major, the transpose of `new`'s (attention's
+    /// values, which multiply the weights from the right); `bias`: `[n]`.
+    pub fn from_k_major(weight: &[f32], bias: &[f32], n: usize, k: usize) -> Self {
+        assert_eq!(weight.len(), n * k, "weight is not [k, n]");
+        Self::pack(bias, n, k, |p, panel| {
+            let cols = NR.min(n - p * NR);
+            for (kk, row) in panel.chunks_exact_mut(NR).enumerate() {
+                row[..cols].copy_from_slice(&weight[kk * n + p * NR..][..cols]);
+            }
+        })
+    }
+
+    /// Zeroed panels, each filled by `fill(p, panel)`, and the bias padded.
+    fn pack(bias: &[f32], n: usize, k: usize, mut fill: impl FnMut(usize, &mut [f32])) -> Self {
+        assert_eq!(bias.len(), n, "bias is not [n]");
+        let count = n.div_ceil(NR);
+        // One row of slack after the last panel: a tile that starts at
+        // column 16 views its K rows as whole chunks of NR from there.
+        let mut panels = vec![0f32; (count * k + 1) * NR];
+        for (p, panel) in panels.chunks_exact_mut(k * NR).take(count).enumerate() {
+            fill(p, panel);
         }
         let mut padded = vec![0f32; count * NR];
         padded[..n].copy_from_slice(bias);
@@ -356,6 +375,17 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn weights_given_k_major_pack_the_same() {
+        for &(n, k) in &[(64, 577), (7, 3), (40, 33)] {
+            let (w, b) = (values(n * k, 7), values(n, 8));
+            let transposed: Vec<f32> = (0..k * n).map(|i| w[(i % n) * k + i / n]).collect();
+            let a = Packed::new(&w, &b, n, k);
+            let t = Packed::from_k_major(&transposed, &b, n, k);
+            assert_eq!(a.panels, t.panels, "{n}x{k}");
         }
     }
 
