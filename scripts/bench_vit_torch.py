@@ -21,7 +21,14 @@ def model(name):
         return lambda px: m(pixel_values=px).pooler_output, hidden
     assert name == "clip-b32", name
     m = CLIPModel(CLIPConfig()).eval()
-    return lambda px: m.get_image_features(pixel_values=px), 512
+
+    def features(px):
+        # transformers 4.x returns the projected features; 5.x wraps them
+        # in an output whose `pooler_output` they are.
+        out = m.get_image_features(pixel_values=px)
+        return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+    return features, 512
 
 
 def main():
