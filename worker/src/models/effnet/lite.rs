@@ -25,6 +25,7 @@ use crate::models::kernels::{
     im2col::im2col_same,
     linear::{Activation, Linear},
     mbconv::InvertedResidual,
+    pool::mean_pixels,
 };
 
 #[derive(Clone, Debug, Deserialize)]
@@ -339,7 +340,7 @@ impl EfficientNetLite {
             x = block.forward(&x)?;
         }
         // Global average pooling: the mean over all pixels.
-        self.head.forward(&x)?.flatten(1, 2)?.mean(1)
+        mean_pixels(&self.head.forward(&x)?)
     }
 }
 

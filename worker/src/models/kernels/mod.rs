@@ -8,4 +8,5 @@ pub mod gemm;
 pub mod im2col;
 pub mod linear;
 pub mod mbconv;
+pub mod pool;
 pub mod softmax;
