@@ -243,18 +243,40 @@ impl Fleet {
         Ok(())
     }
 
+    /// The object's bytes, or `None` where there is no such key.
+    ///
+    /// A body that fails while streaming is read again, a few times: s3s-fs
+    /// keeps an object's data and its checksums in two files, so a read
+    /// that overlaps an overwrite (a status the collector is updating while
+    /// a test polls it) can pair new bytes with the old checksum, and the
+    /// SDK reports a checksum mismatch. S3 itself replaces an object
+    /// atomically. A body that stays wrong still fails.
     pub async fn get(&self, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
-        match self
-            .s3
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-        {
-            Ok(o) => Ok(Some(o.body.collect().await?.into_bytes().to_vec())),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
-            Err(e) => Err(e.into()),
+        let mut tries = 0;
+        loop {
+            let object = match self
+                .s3
+                .get_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .send()
+                .await
+            {
+                Ok(o) => o,
+                Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
+                    return Ok(None);
+                }
+                Err(e) => return Err(e.into()),
+            };
+            match object.body.collect().await {
+                Ok(body) => return Ok(Some(body.into_bytes().to_vec())),
+                Err(e) if tries < 4 => {
+                    tries += 1;
+                    eprintln!("reading {key} again: {e:#}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(e).with_context(|| format!("reading {key}")),
+            }
         }
     }
 
