@@ -11,7 +11,9 @@
 //! GEMM over all pixels of the batch with its bias and ReLU6 fused
 //! (`kernels/linear.rs`), the depthwise ones vectorise across channels
 //! (`kernels/depthwise.rs`), and no layout is ever transposed. The stem's
-//! 3×3 convolution is a GEMM over its 27-value patches
+//! 3×3 convolution is a GEMM over its 27-value patches; on the CPU it
+//! reads the u8 pixels and normalises them as it builds the patches of a
+//! band of rows (`kernels/stem.rs`), elsewhere it runs on candle's ops
 //! (`kernels/im2col.rs`). On the CPU each
 //! block runs as one pass per band of output rows (`kernels/mbconv.rs`),
 //! so its expanded activations stay in cache.
@@ -22,10 +24,12 @@ use serde::Deserialize;
 
 use crate::models::kernels::{
     depthwise::depthwise_nhwc,
+    gemm::Epilogue,
     im2col::im2col_same,
     linear::{Activation, Linear},
     mbconv::InvertedResidual,
     pool::mean_pixels,
+    stem::Stem,
 };
 
 #[derive(Clone, Debug, Deserialize)]
@@ -271,6 +275,8 @@ impl Block {
 
 pub struct EfficientNetLite {
     stem: ConvBn,
+    /// The stem over u8 pixels with the input normalisation, on the CPU.
+    fused_stem: Option<Stem>,
     blocks: Vec<Block>,
     head: ConvBn,
     mean: f32,
@@ -290,6 +296,21 @@ impl EfficientNetLite {
             eps,
             true,
         )?;
+        let fused_stem = match &stem {
+            ConvBn::Dense {
+                patches,
+                kernel,
+                stride,
+            } => patches.packed().map(|packed| Stem {
+                patches: packed.clone(),
+                kernel: *kernel,
+                stride: *stride,
+                scale: 1.0 / cfg.input_std,
+                shift: -cfg.input_mean / cfg.input_std,
+                epilogue: Epilogue::Relu6,
+            }),
+            _ => None,
+        };
         let mut blocks = Vec::new();
         for stage in &cfg.stages {
             for r in 0..stage.repeats {
@@ -321,6 +342,7 @@ impl EfficientNetLite {
         )?;
         Ok(Self {
             stem,
+            fused_stem,
             blocks,
             head,
             mean: cfg.input_mean,
@@ -331,11 +353,13 @@ impl EfficientNetLite {
     /// `images`: u8 [B, H, W, 3] (RGB, as the producer ships them).
     /// Returns the pooled embedding [B, head_channels].
     pub fn embed(&self, images: &Tensor) -> Result<Tensor> {
-        let x = images.to_dtype(DType::F32)?.affine(
-            1.0 / f64::from(self.std),
-            -f64::from(self.mean) / f64::from(self.std),
-        )?;
-        let mut x = self.stem.forward(&x)?;
+        let mut x = match &self.fused_stem {
+            Some(stem) if images.device().is_cpu() => images.apply_op1_no_bwd(stem)?,
+            _ => self.stem.forward(&images.to_dtype(DType::F32)?.affine(
+                1.0 / f64::from(self.std),
+                -f64::from(self.mean) / f64::from(self.std),
+            )?)?,
+        };
         for block in &self.blocks {
             x = block.forward(&x)?;
         }

@@ -28,6 +28,7 @@ use rayon::prelude::*;
 use super::{
     depthwise::{Geometry, output_row, same_padding},
     gemm::{Epilogue, Packed},
+    tasks_per_image,
 };
 
 /// Expanded input rows plus depthwise output rows that a band may hold:
@@ -71,13 +72,6 @@ impl InvertedResidual {
         self.project.k()
     }
 
-    /// Images split into row ranges so that every thread gets the same
-    /// number of tasks: whole images when the batch divides evenly.
-    fn splits(batch: usize) -> usize {
-        let threads = rayon::current_num_threads().max(1);
-        threads / gcd(batch.max(1), threads)
-    }
-
     /// Whether fusing beats the three layers run one after another (each
     /// with all threads) on a `[batch, height, ..]` input. A range of an
     /// image expands the rows its taps share with the range before it
@@ -86,7 +80,7 @@ impl InvertedResidual {
     /// layer by layer is faster (EfficientNet-Lite0's 7² and 14² blocks at
     /// batch 1, BENCHMARKS.md).
     pub fn pays_off(&self, batch: usize, height: usize) -> bool {
-        let splits = Self::splits(batch).min(height.div_ceil(self.stride));
+        let splits = tasks_per_image(batch).min(height.div_ceil(self.stride));
         let halo_rows = (splits - 1) * self.kernel.saturating_sub(self.stride);
         halo_rows * 4 <= height
     }
@@ -206,7 +200,7 @@ impl CustomOp1 for InvertedResidual {
         };
         let mut y = vec![0f32; batch * oh * ow * cout];
         if !y.is_empty() {
-            let rows = oh.div_ceil(Self::splits(batch).min(oh));
+            let rows = oh.div_ceil(tasks_per_image(batch).min(oh));
             y.par_chunks_mut(oh * ow * cout)
                 .zip(x.par_chunks(h * w * cin))
                 .flat_map(|(out, image)| {
@@ -218,10 +212,6 @@ impl CustomOp1 for InvertedResidual {
         }
         Ok((CpuStorage::F32(y), Shape::from((batch, oh, ow, cout))))
     }
-}
-
-fn gcd(a: usize, b: usize) -> usize {
-    if b == 0 { a } else { gcd(b, a % b) }
 }
 
 #[cfg(test)]

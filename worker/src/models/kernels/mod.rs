@@ -10,3 +10,16 @@ pub mod linear;
 pub mod mbconv;
 pub mod pool;
 pub mod softmax;
+pub mod stem;
+
+/// Tasks each image of a batch splits into (ranges of its output rows) so
+/// that every thread gets the same number: one when the batch divides
+/// evenly among the threads.
+fn tasks_per_image(batch: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    threads / gcd(batch.max(1), threads)
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
