@@ -16,6 +16,8 @@
 //! x86-64 and picked at run time (`multiversion`); it is plain Rust that
 //! the compiler vectorises, so the crate stays free of `unsafe`.
 
+use std::ops::Range;
+
 use multiversion::{multiversion, target::target_cfg_f};
 use rayon::prelude::*;
 
@@ -27,6 +29,10 @@ const NR: usize = 32;
 const KC: usize = 256;
 /// Columns per block: 8 KC-deep panels of 32 are 256 KiB.
 const NC: usize = 256;
+/// Tasks per thread where rows are shared out, for balance.
+const TASKS_PER_THREAD: usize = 4;
+/// Tiles of rows a task takes at least, or the threads share columns.
+const MIN_TILES: usize = 4;
 
 /// Applied to each output value after the bias.
 #[derive(Clone, Copy, Debug)]
@@ -102,19 +108,61 @@ impl Packed {
     }
 
     /// `x`: `[m, k]` row-major → `[m, n]`.
+    ///
+    /// Each task reads the weights of its columns once for all its rows,
+    /// so tasks take rows while there are enough to share (a few tasks per
+    /// thread, for balance, of whole tiles each), and otherwise columns:
+    /// with EfficientNet's 7² layers at batch 1 (49 rows, 9 tiles) or
+    /// BLIP's decoder (a row per image), chunks of one or two tiles read
+    /// every weight once per chunk and could not be shared evenly.
     pub fn forward(&self, x: &[f32], m: usize, epilogue: Epilogue) -> Vec<f32> {
         assert_eq!(x.len(), m * self.k, "input is not [m, k]");
         let mut y = vec![0f32; m * self.n];
         if m == 0 || self.n == 0 {
             return y;
         }
-        // A few chunks of whole tiles per thread, for balance.
         let threads = rayon::current_num_threads().max(1);
-        let tiles = m.div_ceil(MR);
-        let chunk = tiles.div_ceil((threads * 4).min(tiles)) * MR;
-        y.par_chunks_mut(chunk * self.n)
-            .zip(x.par_chunks(chunk * self.k))
-            .for_each(|(y, x)| rows(self, x, y, epilogue));
+        let (tiles, panels) = (m.div_ceil(MR), self.n.div_ceil(NR));
+        let all = 0..panels;
+        if threads == 1 {
+            rows(self, all, x, &mut y, epilogue);
+        } else if tiles >= threads * TASKS_PER_THREAD * MIN_TILES || panels < threads {
+            let tasks = (threads * TASKS_PER_THREAD).min(tiles);
+            let (mut x, mut out) = (x, &mut y[..]);
+            let mut parts = Vec::with_capacity(tasks);
+            for t in 0..tasks {
+                // Tiles `[t·tiles/tasks, (t+1)·tiles/tasks)`: sizes differ
+                // by one tile at most.
+                let rows = ((t + 1) * tiles / tasks - t * tiles / tasks) * MR;
+                let rows = rows.min(x.len() / self.k);
+                let (xa, xb) = x.split_at(rows * self.k);
+                let (ya, yb) = std::mem::take(&mut out).split_at_mut(rows * self.n);
+                parts.push((xa, ya));
+                (x, out) = (xb, yb);
+            }
+            parts
+                .into_par_iter()
+                .for_each(|(x, y)| rows(self, all.clone(), x, y, epilogue));
+        } else {
+            // Panels `[t·panels/threads, …)` per task, into a buffer of its
+            // own, then copied into place.
+            let parts: Vec<(usize, usize, Vec<f32>)> = (0..threads)
+                .into_par_iter()
+                .map(|t| {
+                    let (p0, p1) = (t * panels / threads, (t + 1) * panels / threads);
+                    let c0 = p0 * NR;
+                    let width = (p1 * NR).min(self.n) - c0;
+                    let mut part = vec![0f32; m * width];
+                    rows(self, p0..p1, x, &mut part, epilogue);
+                    (c0, width, part)
+                })
+                .collect();
+            for (c0, width, part) in parts {
+                for (out, part) in y.chunks_exact_mut(self.n).zip(part.chunks_exact(width)) {
+                    out[c0..c0 + width].copy_from_slice(part);
+                }
+            }
+        }
         y
     }
 
@@ -125,15 +173,16 @@ impl Packed {
         assert_eq!(x.len(), m * self.k, "input is not [m, k]");
         assert_eq!(y.len(), m * self.n, "output is not [m, n]");
         if m > 0 && self.n > 0 {
-            rows(self, x, y, epilogue);
+            rows(self, 0..self.n.div_ceil(NR), x, y, epilogue);
         }
     }
 }
 
-/// `x`: some rows of the input; `y`: the same rows of the output. One
-/// compiled version per target, with the tiles inlined into it.
+/// `x`: some rows of the input; `y`: the same rows of the output's
+/// columns under `panels`, side by side. One compiled version per target,
+/// with the tiles inlined into it.
 #[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
-fn rows(packed: &Packed, x: &[f32], y: &mut [f32], epilogue: Epilogue) {
+fn rows(packed: &Packed, panels: Range<usize>, x: &[f32], y: &mut [f32], epilogue: Epilogue) {
     // A tile row is two vector registers, so the 12 sums fill 12 of
     // AVX-512's 32 registers or 12 of AVX2's 16. Two 512-bit FMA pipes
     // (Zen 5, recent Xeons) need 8 or more independent sums in flight to
@@ -141,18 +190,26 @@ fn rows(packed: &Packed, x: &[f32], y: &mut [f32], epilogue: Epilogue) {
     // 6×32 tile runs the model's GEMMs 1.35-1.4x faster on one thread
     // (234 GFLOP/s of a 255 peak).
     if target_cfg_f!(target_feature = "avx512f") {
-        rows_of::<NR>(packed, x, y, epilogue);
+        rows_of::<NR>(packed, panels, x, y, epilogue);
     } else {
-        rows_of::<{ NR / 2 }>(packed, x, y, epilogue);
+        rows_of::<{ NR / 2 }>(packed, panels, x, y, epilogue);
     }
 }
 
 /// `rows` with tiles `W` columns wide.
 #[inline(always)]
-fn rows_of<const W: usize>(packed: &Packed, x: &[f32], y: &mut [f32], epilogue: Epilogue) {
-    let (n, k) = (packed.n, packed.k);
+fn rows_of<const W: usize>(
+    packed: &Packed,
+    panels: Range<usize>,
+    x: &[f32],
+    y: &mut [f32],
+    epilogue: Epilogue,
+) {
+    let k = packed.k;
+    // The output's row: the panels' columns.
+    let first = panels.start * NR;
+    let n = (panels.end * NR).min(packed.n) - first;
     let m = y.len() / n;
-    let panels = n.div_ceil(NR);
     for k0 in (0..k).step_by(KC) {
         let kc = KC.min(k - k0);
         let step = Step {
@@ -160,22 +217,22 @@ fn rows_of<const W: usize>(packed: &Packed, x: &[f32], y: &mut [f32], epilogue: 
             last: k0 + kc == k,
             epilogue,
         };
-        for p0 in (0..panels).step_by(NC / NR) {
+        for p0 in panels.clone().step_by(NC / NR) {
             for r0 in (0..m).step_by(MR) {
                 let valid = MR.min(m - r0);
                 // Missing rows of a last, partial tile repeat its last
                 // row; their results are dropped.
                 let a: [&[f32]; MR] =
                     std::array::from_fn(|r| &x[(r0 + r.min(valid - 1)) * k + k0..][..kc]);
-                for p in p0..(p0 + NC / NR).min(panels) {
-                    let cols = NR.min(n - p * NR);
+                for p in p0..(p0 + NC / NR).min(panels.end) {
+                    let cols = NR.min(packed.n - p * NR);
                     let block = &packed.panels[(p * k + k0) * NR..];
                     for c0 in (0..cols).step_by(W) {
                         // Chunk `kk` starts at column `c0` of the panel's
                         // row `kk`; the tile reads its first `w` values.
                         let (b, _) = block[c0..][..kc * NR].as_chunks::<NR>();
                         let bias = &packed.bias[p * NR + c0..];
-                        let y = &mut y[r0 * n + p * NR + c0..];
+                        let y = &mut y[r0 * n + p * NR - first + c0..];
                         // The last 24, 16 or 8 columns of a layer (of 24,
                         // 40, 80, 112 … outputs) need fewer multiply-adds.
                         // Tiles are whole columns, so every row copies
@@ -353,17 +410,29 @@ mod tests {
             (50, 24, 96),
             (11, 112, 40),
             (8, 80, 24),
+            (200, 40, 20),
         ] {
             let (x, w, b) = (values(m * k, 1), values(n * k, 2), values(n, 3));
             let packed = Packed::new(&w, &b, n, k);
             for (epilogue, relu6) in [(Epilogue::Identity, false), (Epilogue::Relu6, true)] {
                 let want = reference(&x, &w, &b, m, n, k, relu6);
                 let mut narrow = vec![0f32; m * n];
-                rows_of::<{ NR / 2 }>(&packed, &x, &mut narrow, epilogue);
+                let all = 0..n.div_ceil(NR);
+                rows_of::<{ NR / 2 }>(&packed, all.clone(), &x, &mut narrow, epilogue);
                 let mut wide = vec![0f32; m * n];
-                rows_of::<NR>(&packed, &x, &mut wide, epilogue);
-                let dispatched = packed.forward(&x, m, epilogue);
-                for (got, how) in [(narrow, "16"), (wide, "32"), (dispatched, "dispatched")] {
+                rows_of::<NR>(&packed, all, &x, &mut wide, epilogue);
+                let mut results = vec![(narrow, "16".to_string()), (wide, "32".to_string())];
+                // Shared out by rows or by columns, whichever the shape and
+                // the thread count call for.
+                for threads in 1..=3 {
+                    let pool = rayon::ThreadPoolBuilder::new()
+                        .num_threads(threads)
+                        .build()
+                        .expect("a thread pool");
+                    let dispatched = pool.install(|| packed.forward(&x, m, epilogue));
+                    results.push((dispatched, format!("dispatched, {threads} threads")));
+                }
+                for (got, how) in results {
                     let worst = got
                         .iter()
                         .zip(&want)
