@@ -364,20 +364,20 @@ impl EfficientNetLite {
         let batch = images.dim(0)?;
         let shares = rayon::current_num_threads().min(batch);
         if !images.device().is_cpu() || shares < 2 {
-            return self.embed_all(images);
+            return self.embed_share(images);
         }
         let parts = (0..shares)
             .into_par_iter()
             .map(|s| {
                 let (first, end) = (s * batch / shares, (s + 1) * batch / shares);
-                self.embed_all(&images.narrow(0, first, end - first)?)
+                self.embed_share(&images.narrow(0, first, end - first)?)
             })
             .collect::<Result<Vec<_>>>()?;
         Tensor::cat(&parts, 0)
     }
 
-    /// `embed` on one group of images.
-    fn embed_all(&self, images: &Tensor) -> Result<Tensor> {
+    /// `embed` on one thread's share of the images.
+    fn embed_share(&self, images: &Tensor) -> Result<Tensor> {
         let mut x = match &self.fused_stem {
             Some(stem) if images.device().is_cpu() => images.apply_op1_no_bwd(stem)?,
             _ => self.stem.forward(&images.to_dtype(DType::F32)?.affine(

@@ -132,9 +132,9 @@ impl Packed {
             let mut parts = Vec::with_capacity(tasks);
             for t in 0..tasks {
                 // Tiles `[t·tiles/tasks, (t+1)·tiles/tasks)`: sizes differ
-                // by one tile at most.
-                let rows = ((t + 1) * tiles / tasks - t * tiles / tasks) * MR;
-                let rows = rows.min(x.len() / self.k);
+                // by one tile at most; the last ends at row `m`.
+                let end = ((t + 1) * tiles / tasks * MR).min(m);
+                let rows = end - (t * tiles / tasks * MR).min(m);
                 let (xa, xb) = x.split_at(rows * self.k);
                 let (ya, yb) = std::mem::take(&mut out).split_at_mut(rows * self.n);
                 parts.push((xa, ya));
