@@ -21,6 +21,7 @@ pub use vision::VisionModel;
 use super::{
     Images, Model, Outputs,
     files::{ModelError, read_config},
+    kernels::in_pool,
 };
 
 /// Files a BLIP model directory holds.
@@ -69,8 +70,10 @@ impl Blip {
         prompt: &[u32],
         limits: Limits,
     ) -> candle_core::Result<Vec<Vec<u32>>> {
-        let image_embeds = self.vision.forward(&self.vision.normalise(rgb)?)?;
-        generate(&self.decoder, &image_embeds, prompt, self.specials, limits)
+        in_pool(|| {
+            let image_embeds = self.vision.forward(&self.vision.normalise(rgb)?)?;
+            generate(&self.decoder, &image_embeds, prompt, self.specials, limits)
+        })
     }
 }
 

@@ -11,7 +11,7 @@ use super::{
 };
 use crate::models::{
     encoder::Embed,
-    kernels::linear::Linear,
+    kernels::{in_pool, linear::Linear},
     processor::Statistics,
     vit::{Normalise, PatchEmbedding},
 };
@@ -60,15 +60,17 @@ impl ClipVision {
 impl Embed for ClipVision {
     /// `[B, side, side, 3]` RGB24 → image features `[B, projection_dim]`.
     fn embed(&self, rgb: &Tensor) -> Result<Tensor> {
-        let tokens = self.patches.forward(&self.normalise.forward(rgb)?)?;
-        let (b, _, h) = tokens.dims3()?;
-        let class = self.class_embedding.broadcast_as((b, 1, h))?;
-        let mut x = Tensor::cat(&[&class, &tokens], 1)?.broadcast_add(&self.positions)?;
-        x = self.pre_layernorm.forward(&x)?;
-        for layer in &self.layers {
-            x = layer.forward(&x, None)?;
-        }
-        let pooled = self.post_layernorm.forward(&x.i((.., 0))?.contiguous()?)?;
-        self.projection.forward(&pooled)
+        in_pool(|| {
+            let tokens = self.patches.forward(&self.normalise.forward(rgb)?)?;
+            let (b, _, h) = tokens.dims3()?;
+            let class = self.class_embedding.broadcast_as((b, 1, h))?;
+            let mut x = Tensor::cat(&[&class, &tokens], 1)?.broadcast_add(&self.positions)?;
+            x = self.pre_layernorm.forward(&x)?;
+            for layer in &self.layers {
+                x = layer.forward(&x, None)?;
+            }
+            let pooled = self.post_layernorm.forward(&x.i((.., 0))?.contiguous()?)?;
+            self.projection.forward(&pooled)
+        })
     }
 }

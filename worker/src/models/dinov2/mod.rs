@@ -24,7 +24,10 @@ pub use config::Config;
 use super::{
     encoder::{Embed, Encoder},
     files::{ModelError, read_config},
-    kernels::linear::{Activation, Linear},
+    kernels::{
+        in_pool,
+        linear::{Activation, Linear},
+    },
     processor,
     vit::{Attention, Normalise, PatchEmbedding, resize_positions},
 };
@@ -136,22 +139,24 @@ impl Embed for Dinov2 {
     /// layernorm, `[B, hidden]`, or it and the patch tokens' mean,
     /// `[B, 2 · hidden]`.
     fn embed(&self, rgb: &Tensor) -> Result<Tensor> {
-        let tokens = self.patches.forward(&self.normalise.forward(rgb)?)?;
-        let (b, _, h) = tokens.dims3()?;
-        let class = self.class_token.broadcast_as((b, 1, h))?;
-        let mut x = Tensor::cat(&[&class, &tokens], 1)?.broadcast_add(&self.positions)?;
-        for layer in &self.layers {
-            x = layer.forward(&x)?;
-        }
-        match self.pooling {
-            // Layernorm is per token: only the class token's is needed.
-            Pooling::Class => self.layernorm.forward(&x.i((.., 0))?.contiguous()?),
-            Pooling::ClassAndMean => {
-                let x = self.layernorm.forward(&x)?;
-                let mean = x.i((.., 1..))?.mean(1)?;
-                Tensor::cat(&[&x.i((.., 0))?, &mean], 1)
+        in_pool(|| {
+            let tokens = self.patches.forward(&self.normalise.forward(rgb)?)?;
+            let (b, _, h) = tokens.dims3()?;
+            let class = self.class_token.broadcast_as((b, 1, h))?;
+            let mut x = Tensor::cat(&[&class, &tokens], 1)?.broadcast_add(&self.positions)?;
+            for layer in &self.layers {
+                x = layer.forward(&x)?;
             }
-        }
+            match self.pooling {
+                // Layernorm is per token: only the class token's is needed.
+                Pooling::Class => self.layernorm.forward(&x.i((.., 0))?.contiguous()?),
+                Pooling::ClassAndMean => {
+                    let x = self.layernorm.forward(&x)?;
+                    let mean = x.i((.., 1..))?.mean(1)?;
+                    Tensor::cat(&[&x.i((.., 0))?, &mean], 1)
+                }
+            }
+        })
     }
 }
 

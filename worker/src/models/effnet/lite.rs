@@ -27,6 +27,7 @@ use crate::models::kernels::{
     depthwise::depthwise_nhwc,
     gemm::Epilogue,
     im2col::im2col_same,
+    in_pool,
     linear::{Activation, Linear},
     mbconv::InvertedResidual,
     pool::mean_pixels,
@@ -363,17 +364,22 @@ impl EfficientNetLite {
     pub fn embed(&self, images: &Tensor) -> Result<Tensor> {
         let batch = images.dim(0)?;
         let shares = rayon::current_num_threads().min(batch);
-        if !images.device().is_cpu() || shares < 2 {
+        if !images.device().is_cpu() {
             return self.embed_share(images);
         }
-        let parts = (0..shares)
-            .into_par_iter()
-            .map(|s| {
-                let (first, end) = (s * batch / shares, (s + 1) * batch / shares);
-                self.embed_share(&images.narrow(0, first, end - first)?)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Tensor::cat(&parts, 0)
+        in_pool(|| {
+            if shares < 2 {
+                return self.embed_share(images);
+            }
+            let parts = (0..shares)
+                .into_par_iter()
+                .map(|s| {
+                    let (first, end) = (s * batch / shares, (s + 1) * batch / shares);
+                    self.embed_share(&images.narrow(0, first, end - first)?)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Tensor::cat(&parts, 0)
+        })
     }
 
     /// `embed` on one thread's share of the images.
