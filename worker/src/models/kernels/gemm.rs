@@ -24,7 +24,7 @@ use rayon::prelude::*;
 /// Rows of a tile.
 const MR: usize = 6;
 /// Columns of a packed panel: the widest tile.
-const NR: usize = 32;
+pub(super) const NR: usize = 32;
 /// K per block.
 const KC: usize = 256;
 /// Columns per block: 8 KC-deep panels of 32 are 256 KiB.
@@ -41,6 +41,17 @@ pub enum Epilogue {
     Relu6,
     /// Any other activation, applied in place to each finished tile row.
     Apply(fn(&mut [f32])),
+}
+
+/// What one call computes: the output columns under `panels`, summed over
+/// the inputs (rows of `W`'s K) in `inputs` only, from the bias or from 0.
+/// A thread that owns some of a layer's input channels computes its
+/// share of the next layer's sums this way (`kernels/mbconv.rs`).
+#[derive(Clone, Debug)]
+pub struct Part {
+    pub panels: Range<usize>,
+    pub inputs: Range<usize>,
+    pub bias: bool,
 }
 
 /// `W` `[n, k]` packed into `ceil(n / 32)` panels of `[k][32]`, zero-padded,
@@ -107,6 +118,20 @@ impl Packed {
         self.k
     }
 
+    /// Panels of 32 output columns.
+    pub fn panels(&self) -> usize {
+        self.n.div_ceil(NR)
+    }
+
+    /// Every column over every input, from the bias.
+    fn whole(&self, panels: Range<usize>) -> Part {
+        Part {
+            panels,
+            inputs: 0..self.k,
+            bias: true,
+        }
+    }
+
     /// `x`: `[m, k]` row-major → `[m, n]`.
     ///
     /// Each task reads the weights of its columns once for all its rows,
@@ -123,7 +148,7 @@ impl Packed {
         }
         let threads = rayon::current_num_threads().max(1);
         let (tiles, panels) = (m.div_ceil(MR), self.n.div_ceil(NR));
-        let all = 0..panels;
+        let all = self.whole(0..panels);
         if threads == 1 {
             rows(self, all, x, &mut y, epilogue);
         } else if tiles >= threads * TASKS_PER_THREAD * MIN_TILES || panels < threads {
@@ -153,7 +178,7 @@ impl Packed {
                     let c0 = p0 * NR;
                     let width = (p1 * NR).min(self.n) - c0;
                     let mut part = vec![0f32; m * width];
-                    rows(self, p0..p1, x, &mut part, epilogue);
+                    rows(self, self.whole(p0..p1), x, &mut part, epilogue);
                     (c0, width, part)
                 })
                 .collect();
@@ -173,16 +198,32 @@ impl Packed {
         assert_eq!(x.len(), m * self.k, "input is not [m, k]");
         assert_eq!(y.len(), m * self.n, "output is not [m, n]");
         if m > 0 && self.n > 0 {
-            rows(self, 0..self.n.div_ceil(NR), x, y, epilogue);
+            rows(self, self.whole(0..self.panels()), x, y, epilogue);
+        }
+    }
+
+    /// `x`: `[m, part.inputs.len()]` → `y`: `[m, columns under
+    /// part.panels]`, on the calling thread.
+    pub fn part_into(&self, x: &[f32], part: Part, y: &mut [f32], epilogue: Epilogue) {
+        let (k, panels) = (part.inputs.len(), part.panels.clone());
+        assert!(part.inputs.end <= self.k && panels.end <= self.panels());
+        let n = (panels.end * NR)
+            .min(self.n)
+            .saturating_sub(panels.start * NR);
+        let m = x.len() / k.max(1);
+        assert_eq!(x.len(), m * k, "input is not [m, inputs]");
+        assert_eq!(y.len(), m * n, "output is not [m, columns]");
+        if m > 0 && n > 0 {
+            rows(self, part, x, y, epilogue);
         }
     }
 }
 
-/// `x`: some rows of the input; `y`: the same rows of the output's
-/// columns under `panels`, side by side. One compiled version per target,
-/// with the tiles inlined into it.
+/// `x`: some rows of the input (the inputs under `part.inputs`); `y`: the
+/// same rows of the output's columns under `part.panels`, side by side.
+/// One compiled version per target, with the tiles inlined into it.
 #[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
-fn rows(packed: &Packed, panels: Range<usize>, x: &[f32], y: &mut [f32], epilogue: Epilogue) {
+fn rows(packed: &Packed, part: Part, x: &[f32], y: &mut [f32], epilogue: Epilogue) {
     // A tile row is two vector registers, so the 12 sums fill 12 of
     // AVX-512's 32 registers or 12 of AVX2's 16. Two 512-bit FMA pipes
     // (Zen 5, recent Xeons) need 8 or more independent sums in flight to
@@ -190,9 +231,9 @@ fn rows(packed: &Packed, panels: Range<usize>, x: &[f32], y: &mut [f32], epilogu
     // 6×32 tile runs the model's GEMMs 1.35-1.4x faster on one thread
     // (234 GFLOP/s of a 255 peak).
     if target_cfg_f!(target_feature = "avx512f") {
-        rows_of::<NR>(packed, panels, x, y, epilogue);
+        rows_of::<NR>(packed, part, x, y, epilogue);
     } else {
-        rows_of::<{ NR / 2 }>(packed, panels, x, y, epilogue);
+        rows_of::<{ NR / 2 }>(packed, part, x, y, epilogue);
     }
 }
 
@@ -200,12 +241,16 @@ fn rows(packed: &Packed, panels: Range<usize>, x: &[f32], y: &mut [f32], epilogu
 #[inline(always)]
 fn rows_of<const W: usize>(
     packed: &Packed,
-    panels: Range<usize>,
+    Part {
+        panels,
+        inputs,
+        bias,
+    }: Part,
     x: &[f32],
     y: &mut [f32],
     epilogue: Epilogue,
 ) {
-    let k = packed.k;
+    let k = inputs.len();
     // The output's row: the panels' columns.
     let first = panels.start * NR;
     let n = (panels.end * NR).min(packed.n) - first;
@@ -217,6 +262,8 @@ fn rows_of<const W: usize>(
             last: k0 + kc == k,
             epilogue,
         };
+        // Weights' row of this block's first input.
+        let kw = inputs.start + k0;
         for p0 in panels.clone().step_by(NC / NR) {
             for r0 in (0..m).step_by(MR) {
                 let valid = MR.min(m - r0);
@@ -226,12 +273,16 @@ fn rows_of<const W: usize>(
                     std::array::from_fn(|r| &x[(r0 + r.min(valid - 1)) * k + k0..][..kc]);
                 for p in p0..(p0 + NC / NR).min(panels.end) {
                     let cols = NR.min(packed.n - p * NR);
-                    let block = &packed.panels[(p * k + k0) * NR..];
+                    let block = &packed.panels[(p * packed.k + kw) * NR..];
                     for c0 in (0..cols).step_by(W) {
                         // Chunk `kk` starts at column `c0` of the panel's
                         // row `kk`; the tile reads its first `w` values.
                         let (b, _) = block[c0..][..kc * NR].as_chunks::<NR>();
-                        let bias = &packed.bias[p * NR + c0..];
+                        let bias = if bias {
+                            &packed.bias[p * NR + c0..]
+                        } else {
+                            &[0f32; NR][..]
+                        };
                         let y = &mut y[r0 * n + p * NR - first + c0..];
                         // The last 24, 16 or 8 columns of a layer (of 24,
                         // 40, 80, 112 … outputs) need fewer multiply-adds.
@@ -417,7 +468,7 @@ mod tests {
             for (epilogue, relu6) in [(Epilogue::Identity, false), (Epilogue::Relu6, true)] {
                 let want = reference(&x, &w, &b, m, n, k, relu6);
                 let mut narrow = vec![0f32; m * n];
-                let all = 0..n.div_ceil(NR);
+                let all = packed.whole(0..packed.panels());
                 rows_of::<{ NR / 2 }>(&packed, all.clone(), &x, &mut narrow, epilogue);
                 let mut wide = vec![0f32; m * n];
                 rows_of::<NR>(&packed, all, &x, &mut wide, epilogue);
@@ -441,6 +492,56 @@ mod tests {
                     assert!(
                         worst < 1e-4 * (k as f32).sqrt(),
                         "{m}x{n}x{k} {epilogue:?}, tiles {how}: {worst}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Parts over ranges of the inputs, the first from the bias, add up
+    /// to the whole product; parts over ranges of panels are its columns.
+    #[test]
+    fn parts_add_up_to_the_product() {
+        for &(m, n, k, cut) in &[(13, 40, 300, 100), (49, 192, 1152, 576), (7, 24, 9, 1)] {
+            let (x, w, b) = (values(m * k, 9), values(n * k, 10), values(n, 11));
+            let packed = Packed::new(&w, &b, n, k);
+            let want = reference(&x, &w, &b, m, n, k, false);
+            let mut sum = vec![0f32; m * n];
+            for (inputs, bias) in [(0..cut, true), (cut..k, false)] {
+                let xs: Vec<f32> = x
+                    .chunks_exact(k)
+                    .flat_map(|r| &r[inputs.clone()])
+                    .copied()
+                    .collect();
+                let mut y = vec![f32::NAN; m * n];
+                let part = Part {
+                    panels: 0..packed.panels(),
+                    inputs,
+                    bias,
+                };
+                packed.part_into(&xs, part, &mut y, Epilogue::Identity);
+                sum.iter_mut().zip(&y).for_each(|(s, v)| *s += v);
+            }
+            let panels = packed.panels();
+            let mut columns = Vec::new();
+            for range in [0..panels / 2, panels / 2..panels] {
+                let c0 = range.start * NR;
+                let width = (range.end * NR).min(n) - c0;
+                let mut y = vec![f32::NAN; m * width];
+                packed.part_into(&x, packed.whole(range), &mut y, Epilogue::Identity);
+                columns.push((c0, width, y));
+            }
+            for (i, want) in want.iter().enumerate() {
+                let (row, col) = (i / n, i % n);
+                let (c0, width, y) = columns
+                    .iter()
+                    .find(|(c0, width, _)| (*c0..c0 + width).contains(&col))
+                    .expect("a part holds every column");
+                let got = [sum[i], y[row * width + col - c0]];
+                for got in got {
+                    assert!(
+                        (got - want).abs() < 1e-3,
+                        "{m}x{n}x{k}, [{row}, {col}]: {got} vs {want}"
                     );
                 }
             }

@@ -18,16 +18,21 @@
 //! Tasks are whole images, or row ranges of them when the batch does not
 //! divide evenly among the threads, so each thread works on its own rows.
 //! Where ranges would be too short for their halo (small images at small
-//! batches), `pays_off` says so and the caller runs the layers instead.
+//! batches, `by_rows`), tasks take ranges of the expanded channels
+//! instead: each expands the whole image into its channels, runs their
+//! depthwise (which keeps channels apart) and their part of the project's
+//! sums, and the parts are added up at the end. Each thread then waits
+//! once per block, where the three layers one after another wait three
+//! times.
 
-use std::sync::Arc;
+use std::{ops::Range, sync::Arc};
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, bail};
 use rayon::prelude::*;
 
 use super::{
     depthwise::{Geometry, output_row, same_padding},
-    gemm::{Epilogue, Packed},
+    gemm::{Epilogue, NR, Packed, Part},
     tasks_per_image,
 };
 
@@ -72,14 +77,14 @@ impl InvertedResidual {
         self.project.k()
     }
 
-    /// Whether fusing beats the three layers run one after another (each
-    /// with all threads) on a `[batch, height, ..]` input. A range of an
-    /// image expands the rows its taps share with the range before it
-    /// again; once that halo is a large share of a small image, and the
-    /// whole expanded tensor is small enough to stay in cache anyway,
-    /// layer by layer is faster (EfficientNet-Lite0's 7² and 14² blocks at
-    /// batch 1, BENCHMARKS.md).
-    pub fn pays_off(&self, batch: usize, height: usize) -> bool {
+    /// Whether tasks take ranges of output rows (else ranges of channels)
+    /// on a `[batch, height, ..]` input. A range of an image expands the
+    /// rows its taps share with the range before it again; once that halo
+    /// is a large share of a small image, and the whole expanded image is
+    /// small enough to stay in cache anyway, rows lose (EfficientNet-Lite0's
+    /// 7² and 14² blocks at batch 1 ran 0.8x the layers one after another,
+    /// BENCHMARKS.md).
+    pub fn by_rows(&self, batch: usize, height: usize) -> bool {
         let splits = tasks_per_image(batch).min(height.div_ceil(self.stride));
         let halo_rows = (splits - 1) * self.kernel.saturating_sub(self.stride);
         halo_rows * 4 <= height
@@ -160,6 +165,66 @@ impl InvertedResidual {
             }
         }
     }
+
+    /// The share of one image's output sums that the expanded channels
+    /// under `panels` (of 32) make, from the project's bias for the first
+    /// share, into `dst` (`[oh·ow, out]`).
+    fn channels(
+        &self,
+        image: &[f32],
+        g: &Geometry,
+        cin: usize,
+        panels: Range<usize>,
+        dst: &mut [f32],
+    ) {
+        let mid = self.mid();
+        let channels = panels.start * NR..(panels.end * NR).min(mid);
+        let cw = channels.len();
+        let pixels = g.h * g.w;
+        let mut expanded = vec![0f32; pixels * cw];
+        match &self.expand {
+            Some(expand) => {
+                let part = Part {
+                    panels: panels.clone(),
+                    inputs: 0..cin,
+                    bias: true,
+                };
+                expand.part_into(image, part, &mut expanded, Epilogue::Relu6);
+            }
+            None => {
+                for (dst, px) in expanded.chunks_exact_mut(cw).zip(image.chunks_exact(cin)) {
+                    dst.copy_from_slice(&px[channels.clone()]);
+                }
+            }
+        }
+        // The depthwise weights and bias of these channels, laid out as
+        // for a layer of `cw` channels.
+        let mut weights = Vec::with_capacity(self.depthwise.len() / mid * cw);
+        for tap in self.depthwise.chunks_exact(mid) {
+            weights.extend_from_slice(&tap[channels.clone()]);
+        }
+        let share = Geometry { c: cw, ..*g };
+        let (oh, ow) = (g.h.div_ceil(g.stride), g.w.div_ceil(g.stride));
+        let mut depthwise = vec![0f32; oh * ow * cw];
+        for (oy, out) in depthwise.chunks_exact_mut(ow * cw).enumerate() {
+            output_row(
+                out,
+                &expanded,
+                g.h,
+                &weights,
+                &self.depthwise_bias[channels.clone()],
+                &share,
+                oy,
+            );
+        }
+        let part = Part {
+            panels: 0..self.project.panels(),
+            bias: channels.start == 0,
+            inputs: channels,
+        };
+        self.project
+            .part_into(&depthwise, part, dst, Epilogue::Identity);
+    }
 }
 
 impl CustomOp1 for InvertedResidual {
@@ -199,7 +264,38 @@ impl CustomOp1 for InvertedResidual {
             relu6: true,
         };
         let mut y = vec![0f32; batch * oh * ow * cout];
-        if !y.is_empty() {
+        let shape = Shape::from((batch, oh, ow, cout));
+        if y.is_empty() {
+            return Ok((CpuStorage::F32(y), shape));
+        }
+        if !self.by_rows(batch, h) {
+            let panels = mid.div_ceil(NR);
+            let shares = tasks_per_image(batch).min(panels);
+            let image = |b: usize| &x[b * h * w * cin..][..h * w * cin];
+            let parts: Vec<Vec<f32>> = (0..batch * shares)
+                .into_par_iter()
+                .map(|task| {
+                    let (b, t) = (task / shares, task % shares);
+                    let mut part = vec![0f32; oh * ow * cout];
+                    let share = t * panels / shares..(t + 1) * panels / shares;
+                    self.channels(image(b), &g, cin, share, &mut part);
+                    part
+                })
+                .collect();
+            for ((b, out), parts) in y
+                .chunks_exact_mut(oh * ow * cout)
+                .enumerate()
+                .zip(parts.chunks_exact(shares))
+            {
+                out.copy_from_slice(&parts[0]);
+                for part in &parts[1..] {
+                    out.iter_mut().zip(part).for_each(|(y, p)| *y += p);
+                }
+                if self.residual {
+                    out.iter_mut().zip(image(b)).for_each(|(y, x)| *y += x);
+                }
+            }
+        } else {
             let rows = oh.div_ceil(tasks_per_image(batch).min(oh));
             y.par_chunks_mut(oh * ow * cout)
                 .zip(x.par_chunks(h * w * cin))
@@ -210,7 +306,7 @@ impl CustomOp1 for InvertedResidual {
                 })
                 .for_each(|(image, o0, out)| self.rows(image, &g, cin, o0, out));
         }
-        Ok((CpuStorage::F32(y), Shape::from((batch, oh, ow, cout))))
+        Ok((CpuStorage::F32(y), shape))
     }
 }
 
@@ -259,6 +355,12 @@ mod tests {
             // rows wrap; whole images and a task starting mid-image.
             (2, 40, 40, 16, 6, 16, 5, 1),
             (1, 40, 40, 16, 6, 16, 5, 1),
+            // Small images, split by channels on 2 or 3 threads: a
+            // residual, stride 2, a last share of partial panels, no
+            // expand (the input's channels copied).
+            (1, 7, 7, 40, 6, 40, 5, 1),
+            (1, 9, 9, 16, 6, 24, 5, 2),
+            (2, 7, 7, 72, 1, 24, 5, 1),
         ] {
             let mid = cin * expand;
             let x = Tensor::randn(0f32, 1.0, (batch, h, w, cin), &dev)?;
@@ -289,13 +391,21 @@ mod tests {
                 project: packed(&pw, &pb)?,
                 residual,
             };
-            let got = x.apply_op1_no_bwd(&block)?;
-            assert_eq!(got.dims(), want.dims());
-            let diff = (got - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
-            assert!(
-                diff < 1e-4,
-                "{batch}x{h}x{w}x{cin}, mid {mid}, out {cout}, k {k}, s {s}: {diff}"
-            );
+            // One thread takes rows; more take channels where an image's
+            // rows are too few to share.
+            for threads in 1..=3 {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .expect("a thread pool");
+                let got = pool.install(|| x.apply_op1_no_bwd(&block))?;
+                assert_eq!(got.dims(), want.dims());
+                let diff = (got - &want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+                assert!(
+                    diff < 1e-4,
+                    "{batch}x{h}x{w}x{cin}, mid {mid}, out {cout}, k {k}, s {s}, {threads} threads: {diff}"
+                );
+            }
         }
         Ok(())
     }
