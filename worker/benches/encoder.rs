@@ -23,6 +23,7 @@ use worker::models::{
     kernels::{
         depthwise,
         gemm::{Epilogue, Packed},
+        in_pool,
         linear::{Activation, Linear},
         mbconv::InvertedResidual,
     },
@@ -300,15 +301,20 @@ fn block_times(
         project: packed(&project).ok_or_else(|| anyhow::anyhow!("not packed"))?,
         residual,
     };
-    let fused = time(Duration::from_secs(1), || x.apply_op1_no_bwd(&block));
-    let layers = time(Duration::from_secs(1), || -> candle_core::Result<Tensor> {
-        let h = match &expand_layer {
-            Some(e) => e.forward(&x)?,
-            None => x.clone(),
-        };
-        let h = depthwise::depthwise_nhwc(&h, &dw, &db, s, true)?;
-        let y = project.forward(&h)?;
-        if residual { y + &x } else { Ok(y) }
+    // In the pool, as the model runs them: from outside it each layer
+    // would also pay for parking and waking this thread.
+    let (fused, layers) = in_pool(|| {
+        let fused = time(Duration::from_secs(1), || x.apply_op1_no_bwd(&block));
+        let layers = time(Duration::from_secs(1), || -> candle_core::Result<Tensor> {
+            let h = match &expand_layer {
+                Some(e) => e.forward(&x)?,
+                None => x.clone(),
+            };
+            let h = depthwise::depthwise_nhwc(&h, &dw, &db, s, true)?;
+            let y = project.forward(&h)?;
+            if residual { y + &x } else { Ok(y) }
+        });
+        (fused, layers)
     });
     Ok((fused, layers, block.by_rows(batch, size)))
 }
