@@ -4,8 +4,10 @@ reference rows of scripts/bench.sh.
 Builds the ONNX graph straight from the Framefleet model directory
 (config.json + model.safetensors, the real ImageNet weights): stem, MBConv
 blocks and head as Conv + BatchNormalization + Clip(0, 6), TF "same"
-padding as explicit pads, global average pool; ONNX Runtime folds the batch
-norms itself, as it would for a model exported from timm. Times batches of
+padding as explicit pads, global average pool, then the ImageNet classifier,
+softmax and top 5, which the worker computes beside every embedding; ONNX
+Runtime folds the batch norms itself, as it would for a model exported from
+timm. Times batches of
 random 224x224 inputs (float NCHW, preprocessed outside the timing) at the
 batch sizes and thread count given, in this process only. With
 EFFNET_OURS=FILE (raw little-endian f32, the embedding our encoder gives the
@@ -28,6 +30,10 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 from safetensors.numpy import load_file
+
+
+# Classes the worker reports per image (worker/src/models/effnet/mod.rs).
+TOP_K = 5
 
 
 def same_padding(size, kernel, stride):
@@ -95,12 +101,22 @@ def build(model_dir):
     x, _ = g.conv_bn(x, "_conv_head", "_bn1", size)
     g.nodes.append(helper.make_node("GlobalAveragePool", [x], ["pooled"]))
     g.nodes.append(helper.make_node("Flatten", ["pooled"], ["embedding"], axis=1))
+    # The ImageNet classifier and its top 5, as the worker reports them
+    # beside each embedding (timm's export ends in the classifier too).
+    g.nodes.append(helper.make_node("Gemm", ["embedding", g.init("_fc.weight"), g.init("_fc.bias")],
+                                    ["logits"], transB=1))
+    g.nodes.append(helper.make_node("Softmax", ["logits"], ["probs"], axis=-1))
+    g.nodes.append(helper.make_node("TopK", ["probs", "k"], ["top_probs", "top_classes"], axis=-1))
     g.inits += [numpy_helper.from_array(np.array(0, np.float32), "zero"),
-                numpy_helper.from_array(np.array(6, np.float32), "six")]
+                numpy_helper.from_array(np.array(6, np.float32), "six"),
+                numpy_helper.from_array(np.array([TOP_K], np.int64), "k")]
+    batch = ["batch", 3, cfg["image_size"], cfg["image_size"]]
     graph = helper.make_graph(
         g.nodes, "efficientnet-lite0",
-        [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["batch", 3, cfg["image_size"], cfg["image_size"]])],
-        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", cfg["head_channels"]])],
+        [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, batch)],
+        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", cfg["head_channels"]]),
+         helper.make_tensor_value_info("top_probs", TensorProto.FLOAT, ["batch", TOP_K]),
+         helper.make_tensor_value_info("top_classes", TensorProto.INT64, ["batch", TOP_K])],
         g.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     onnx.checker.check_model(model)

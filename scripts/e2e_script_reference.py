@@ -2,8 +2,10 @@
 scripts/bench_e2e.sh: the ffmpeg CLI decodes and resizes every frame to
 EfficientNet-Lite0's 224x224 input and pipes raw RGB into ONNX Runtime
 (the graph scripts/bench_effnet_ort.py builds from the same weights),
-batches of 8, and the embeddings are saved as one .npy. Prints the frame
-count, the seconds from start to the saved file, and frames/s.
+batches of 8; the embeddings are saved as one .npy and each frame's top 5
+ImageNet classes, which the fleet reports too, as another
+(OUT.top5.npy). Prints the frame count, the seconds from start to the
+saved files, and frames/s.
 
     python scripts/e2e_script_reference.py MODEL_DIR VIDEO OUT.npy
 """
@@ -36,7 +38,7 @@ def main():
     ffmpeg = subprocess.Popen(
         ["ffmpeg", "-v", "error", "-i", video, "-vf", f"scale={side}:{side}:flags=bicubic",
          "-pix_fmt", "rgb24", "-f", "rawvideo", "-"], stdout=subprocess.PIPE)
-    embeddings = []
+    embeddings, classes = [], []
     while True:
         chunk = ffmpeg.stdout.read(BATCH * frame_bytes)
         if not chunk:
@@ -44,10 +46,13 @@ def main():
         n = len(chunk) // frame_bytes
         nhwc = np.frombuffer(chunk[:n * frame_bytes], np.uint8).reshape(n, side, side, 3).astype(np.float32)
         pixels = np.ascontiguousarray(((nhwc - cfg["input_mean"]) / cfg["input_std"]).transpose(0, 3, 1, 2))
-        embeddings.append(session.run(None, {"pixels": pixels})[0])
+        embedding, _, top5 = session.run(None, {"pixels": pixels})
+        embeddings.append(embedding)
+        classes.append(top5)
     if ffmpeg.wait() != 0:
         sys.exit(f"ffmpeg failed on {video}")
     np.save(out, np.concatenate(embeddings))
+    np.save(str(Path(out).with_suffix(".top5.npy")), np.concatenate(classes))
     seconds = time.perf_counter() - started
     frames = sum(len(e) for e in embeddings)
     print(json.dumps({"frames": frames, "seconds": round(seconds, 2), "fps": round(frames / seconds, 1)}))

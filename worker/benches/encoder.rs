@@ -1,8 +1,10 @@
 //! EfficientNet-Lite0 on CPU beside ONNX Runtime, side by side in one run:
 //! images/s at several batch sizes for our encoder, then for ONNX Runtime
 //! on the same weights in its own process (scripts/bench_effnet_ort.py,
-//! when the reference env is there), with the ratio and the largest
-//! difference between the two embeddings of the first image; our
+//! when the reference env is there), both computing what the worker
+//! reports per image (the embedding, and the classifier's top 5), with
+//! the ratio and the largest difference between the two embeddings of the
+//! first image; our
 //! depthwise kernel on each kind of the model's depthwise layers, and
 //! against candle's grouped convolution on the widest; our packed GEMM (bias and ReLU6 included)
 //! against candle's matmul alone on the model's 1×1 convolutions at batch

@@ -255,8 +255,14 @@ fn rows_of<const W: usize>(
     let first = panels.start * NR;
     let n = (panels.end * NR).min(packed.n) - first;
     let m = y.len() / n;
-    for k0 in (0..k).step_by(KC) {
-        let kc = KC.min(k - k0);
+    // K blocks keep a block of panels in L2 for every tile of rows. One
+    // tile (a classifier at batch 1, a decoder step) uses each weight once,
+    // so it walks whole panels instead: the weights are then one stream
+    // through memory, which the prefetcher follows, where K blocks made a
+    // stream of 32 KiB per panel and block.
+    let kb = if m <= MR { k.max(1) } else { KC };
+    for k0 in (0..k).step_by(kb) {
+        let kc = kb.min(k - k0);
         let step = Step {
             first: k0 == 0,
             last: k0 + kc == k,
@@ -462,6 +468,10 @@ mod tests {
             (11, 112, 40),
             (8, 80, 24),
             (200, 40, 20),
+            // One tile of rows over K longer than a block: whole panels
+            // (the classifier at batch 1).
+            (1, 1000, 1280),
+            (4, 40, 600),
         ] {
             let (x, w, b) = (values(m * k, 1), values(n * k, 2), values(n, 3));
             let packed = Packed::new(&w, &b, n, k);
