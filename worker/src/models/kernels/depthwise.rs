@@ -153,6 +153,28 @@ pub(super) fn output_row(
     oy: usize,
 ) {
     let c = g.c;
+    let wide = target_cfg_f!(target_feature = "avx512f");
+    if wide {
+        // EfficientNet-Lite0's 7- and 14-pixel rows, each shape compiled
+        // on its own (`Narrow`).
+        let narrow = Narrow {
+            rows,
+            slots,
+            w,
+            bias,
+            g,
+            oy,
+        };
+        match (g.w, g.k, g.stride) {
+            (7, 3, 1) => return narrow.row::<7, 3, 1>(dst),
+            (7, 5, 1) => return narrow.row::<7, 5, 1>(dst),
+            (14, 3, 1) => return narrow.row::<14, 3, 1>(dst),
+            (14, 5, 1) => return narrow.row::<14, 5, 1>(dst),
+            (14, 3, 2) => return narrow.row::<14, 3, 2>(dst),
+            (14, 5, 2) => return narrow.row::<14, 5, 2>(dst),
+            _ => {}
+        }
+    }
     let inside = |o: usize, size: usize, pad: usize| {
         (0..g.k).filter_map(move |t| {
             (o * g.stride + t)
@@ -199,7 +221,6 @@ pub(super) fn output_row(
     // weight loaded serves every pixel of the group. With AVX-512 a pixel's
     // 64 channels are 4 registers (2 pixels a group) and 32 are 2 (4
     // pixels); with AVX2 they are 8 and 4 (1 and 2 pixels).
-    let wide = target_cfg_f!(target_feature = "avx512f");
     let interior = |ox: usize, p: usize| ox >= lo && ox + p <= hi;
     // No closure does arithmetic here: it would not inherit the target
     // features, and `mul_add` without FMA is a libm call.
@@ -277,6 +298,117 @@ fn pixels<const N: usize, const P: usize>(
     P
 }
 
+/// One output row of an image `W` pixels wide, for a `K`×`K` kernel at
+/// stride `S`, with AVX-512. Per block of 16 channels, each kernel row's
+/// `W` input pixels are loaded into registers once and every output pixel
+/// takes its taps from them; with the shape known when compiling, which
+/// taps fall in the padding is settled then too, so what runs is the
+/// multiply-adds alone, from registers. The general path spends most of a
+/// 7-pixel row on edge pixels with tap lists of their own, one at a time:
+/// ONNX Runtime ran the 7² layers twice as fast (BENCHMARKS.md). AVX2 has
+/// too few registers for this and keeps the general path.
+struct Narrow<'a> {
+    rows: &'a [f32],
+    slots: usize,
+    w: &'a [f32],
+    bias: &'a [f32],
+    g: &'a Geometry,
+    oy: usize,
+}
+
+impl Narrow<'_> {
+    #[inline(always)]
+    fn row<const W: usize, const K: usize, const S: usize>(&self, dst: &mut [f32]) {
+        let g = self.g;
+        // Kernel rows inside the image, and where their input row starts.
+        let mut kernel_rows = [(0, 0); K];
+        let mut count = 0;
+        for ky in 0..K {
+            if let Some(iy) = (self.oy * S + ky).checked_sub(g.top).filter(|&iy| iy < g.h) {
+                kernel_rows[count] = (ky, (iy % self.slots) * W * g.c);
+                count += 1;
+            }
+        }
+        let kernel_rows = &kernel_rows[..count];
+        let mut ch = 0;
+        while ch + 16 <= g.c {
+            self.block::<16, W, K, S>(dst, kernel_rows, ch);
+            ch += 16;
+        }
+        while ch + 8 <= g.c {
+            self.block::<8, W, K, S>(dst, kernel_rows, ch);
+            ch += 8;
+        }
+        while ch < g.c {
+            self.block::<1, W, K, S>(dst, kernel_rows, ch);
+            ch += 1;
+        }
+    }
+
+    /// Channels `ch..ch + N` of the row, in runs of 7 output pixels (every
+    /// shape here has 7 or 14).
+    #[inline(always)]
+    fn block<const N: usize, const W: usize, const K: usize, const S: usize>(
+        &self,
+        dst: &mut [f32],
+        kernel_rows: &[(usize, usize)],
+        ch: usize,
+    ) {
+        self.run::<N, W, K, S, 0>(dst, kernel_rows, ch);
+        if W.div_ceil(S) > RUN {
+            self.run::<N, W, K, S, RUN>(dst, kernel_rows, ch);
+        }
+    }
+
+    /// Output pixels `O0..O0 + RUN` of channels `ch..ch + N`. With 16
+    /// channels the run's 7 sums, the input pixels its taps reach (11 at
+    /// stride 1, the row's 14 at stride 2) and a tap fit AVX-512's 32
+    /// registers; a whole 14-pixel row at stride 1 (14 + 14 + 1) ran slower
+    /// than the general path.
+    #[inline(always)]
+    fn run<const N: usize, const W: usize, const K: usize, const S: usize, const O0: usize>(
+        &self,
+        dst: &mut [f32],
+        kernel_rows: &[(usize, usize)],
+        ch: usize,
+    ) {
+        let c = self.g.c;
+        let left = same_padding(W, K, S).0;
+        let mut acc = [block::<N>(self.bias, ch); RUN];
+        for &(ky, row) in kernel_rows {
+            // Pixels no tap of the run reaches are never used, and their
+            // loads are dropped.
+            let x: [[f32; N]; W] =
+                std::array::from_fn(|ix| block::<N>(self.rows, row + ix * c + ch));
+            for kx in 0..K {
+                let tap = block::<N>(self.w, (ky * K + kx) * c + ch);
+                for (p, sum) in acc.iter_mut().enumerate() {
+                    let ix = ((O0 + p) * S + kx).checked_sub(left);
+                    if let Some(x) = ix.and_then(|ix| x.get(ix)) {
+                        for l in 0..N {
+                            sum[l] = x[l].mul_add(tap[l], sum[l]);
+                        }
+                    }
+                }
+            }
+        }
+        for (p, sum) in acc.iter_mut().enumerate() {
+            if self.g.relu6 {
+                for v in sum.iter_mut() {
+                    *v = v.clamp(0.0, 6.0);
+                }
+            }
+            let px = &mut dst[(O0 + p) * c + ch..][..N];
+            for (o, v) in px.iter_mut().zip(sum.iter()) {
+                *o = *v;
+            }
+        }
+    }
+}
+
+/// Output pixels per run of a narrow row.
+const RUN: usize = 7;
+
 /// `v[at..at + N]` as a value.
 #[inline(always)]
 fn block<const N: usize>(v: &[f32], at: usize) -> [f32; N] {
@@ -341,6 +473,14 @@ mod tests {
             (5, 21, 32, 3, 1, true),
             (6, 43, 40, 3, 2, false),
             (5, 30, 48, 5, 1, true),
+            // Rows 7 and 14 pixels wide (their own path with AVX-512):
+            // channels in blocks of 16, then 8, then one at a time.
+            (7, 7, 40, 5, 1, true),
+            (9, 7, 25, 3, 1, false),
+            (14, 14, 56, 5, 2, true),
+            (5, 14, 33, 3, 1, true),
+            (14, 14, 16, 3, 2, false),
+            (7, 14, 24, 5, 1, true),
         ] {
             let x = Tensor::randn(0f32, 2.0, (2, h, w, c), &dev)?;
             let kern = Tensor::randn(0f32, 1.0, (k, k, c), &dev)?;
