@@ -27,8 +27,8 @@ mkdir -p "$logs"
 
 echo "== starting the fleet (logs in $logs)"
 # Polled four times a second: this local store announces no uploads, and
-# with 1 s the wait for the next poll (0.5 s on average) was a seventh of
-# vtest.avi's run in bench_e2e.sh. A LIST per 250 ms is nothing on
+# with 1 s the wait for the next poll (0.43 s measured) was a seventh of
+# a 3 s vtest.avi run in bench_e2e.sh. A LIST per 250 ms is nothing on
 # loopback; against a paid store, keep the default or use --events-exchange.
 "$bin/producer" watch "s3://$bucket/videos/" --sample "$sampling" --interval 250ms 2>"$logs/watch.log" & pids+=($!)
 "$bin/producer" run 2>"$logs/producer.log" & pids+=($!)
