@@ -361,6 +361,10 @@ mod tests {
             (1, 7, 7, 40, 6, 40, 5, 1),
             (1, 9, 9, 16, 6, 24, 5, 2),
             (2, 7, 7, 72, 1, 24, 5, 1),
+            // Rows 14 pixels wide (the depthwise's own path with AVX-512)
+            // through a ring that wraps, at strides 1 and 2.
+            (1, 40, 14, 16, 6, 16, 5, 1),
+            (2, 28, 14, 24, 6, 40, 3, 2),
         ] {
             let mid = cin * expand;
             let x = Tensor::randn(0f32, 1.0, (batch, h, w, cin), &dev)?;
