@@ -29,6 +29,10 @@ pub(super) const NR: usize = 32;
 const KC: usize = 256;
 /// Columns per block: 8 KC-deep panels of 32 are 256 KiB.
 const NC: usize = 256;
+/// Floats per cache line.
+const LINE: usize = 16;
+/// Rows of a panel ahead of the tile's step that are asked into L1.
+const PREFETCH: usize = 16;
 /// Tasks per thread where rows are shared out, for balance.
 const TASKS_PER_THREAD: usize = 4;
 /// Tiles of rows a task takes at least, or the threads share columns.
@@ -56,11 +60,19 @@ pub struct Part {
 
 /// `W` `[n, k]` packed into `ceil(n / 32)` panels of `[k][32]`, zero-padded,
 /// and the bias padded to match.
-#[derive(Clone, Debug)]
+///
+/// The panels start on a cache line (64 bytes), so that each row of 32
+/// weights is two whole lines: the allocator aligns to 16 bytes only, and
+/// then every 64-byte load of a weight row straddled two lines. Aligned,
+/// the model ran 1.05x faster at batch 8 on a Xeon with AVX-512.
+/// Not `Clone`: a copy would land at another alignment.
+#[derive(Debug)]
 pub struct Packed {
     n: usize,
     k: usize,
+    /// The panels, from `panels[start]`, the first element on a line.
     panels: Vec<f32>,
+    start: usize,
     bias: Vec<f32>,
 }
 
@@ -96,8 +108,13 @@ impl Packed {
         let count = n.div_ceil(NR);
         // One row of slack after the last panel: a tile that starts at
         // column 16 views its K rows as whole chunks of NR from there.
-        let mut panels = vec![0f32; (count * k + 1) * NR];
-        for (p, panel) in panels.chunks_exact_mut(k * NR).take(count).enumerate() {
+        let mut panels = vec![0f32; (count * k + 1) * NR + LINE - 1];
+        let start = panels.as_ptr().align_offset(LINE * 4);
+        for (p, panel) in panels[start..]
+            .chunks_exact_mut(k * NR)
+            .take(count)
+            .enumerate()
+        {
             fill(p, panel);
         }
         let mut padded = vec![0f32; count * NR];
@@ -106,6 +123,7 @@ impl Packed {
             n,
             k,
             panels,
+            start,
             bias: padded,
         }
     }
@@ -116,6 +134,12 @@ impl Packed {
 
     pub fn k(&self) -> usize {
         self.k
+    }
+
+    /// The packed weights, from the first panel's first row, and the slack
+    /// row after the last.
+    fn weights(&self) -> &[f32] {
+        &self.panels[self.start..][..(self.panels() * self.k + 1) * NR]
     }
 
     /// Panels of 32 output columns.
@@ -279,7 +303,7 @@ fn rows_of<const W: usize>(
                     std::array::from_fn(|r| &x[(r0 + r.min(valid - 1)) * k + k0..][..kc]);
                 for p in p0..(p0 + NC / NR).min(panels.end) {
                     let cols = NR.min(packed.n - p * NR);
-                    let block = &packed.panels[(p * packed.k + kw) * NR..];
+                    let block = &packed.weights()[(p * packed.k + kw) * NR..];
                     for c0 in (0..cols).step_by(W) {
                         // Chunk `kk` starts at column `c0` of the panel's
                         // row `kk`; the tile reads its first `w` values.
@@ -401,6 +425,12 @@ fn product<const C: usize>(a: &[&[f32]; MR], b: &[[f32; NR]], acc: &mut [[f32; C
     let (a0, a1, a2, a3, a4, a5) = (&a0[..n], &a1[..n], &a2[..n], &a3[..n], &a4[..n], &a5[..n]);
     let mut sum = *acc;
     for (kk, panel) in b.iter().enumerate() {
+        if let Some(ahead) = b.get(kk + PREFETCH) {
+            prefetch(ahead.as_ptr());
+            if C > LINE {
+                prefetch(ahead[LINE..].as_ptr());
+            }
+        }
         let w: [f32; C] = std::array::from_fn(|l| panel[l]);
         let v = [a0[kk], a1[kk], a2[kk], a3[kk], a4[kk], a5[kk]];
         for (row, v) in sum.iter_mut().zip(v) {
@@ -410,6 +440,26 @@ fn product<const C: usize>(a: &[&[f32]; MR], b: &[[f32; NR]], acc: &mut [[f32; C
         }
     }
     *acc = sum;
+}
+
+/// Asks for the cache line holding `p` to be brought into L1. A tile
+/// walks its panel row by row, 128 bytes a step, and the hardware's own
+/// prefetch did not keep up: asking 16 rows ahead ran the model 1.05x
+/// faster at batch 8 on a Xeon with AVX-512 (1.03x on top of aligned
+/// panels).
+#[inline(always)]
+fn prefetch(p: *const f32) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint that reads nothing into the program and
+    // cannot fault, whatever the address; it needs only SSE, which every
+    // x86-64 has.
+    #[allow(unsafe_code)]
+    unsafe {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        _mm_prefetch::<_MM_HINT_T0>(p.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 #[cfg(test)]
@@ -565,7 +615,8 @@ mod tests {
             let transposed: Vec<f32> = (0..k * n).map(|i| w[(i % n) * k + i / n]).collect();
             let a = Packed::new(&w, &b, n, k);
             let t = Packed::from_k_major(&transposed, &b, n, k);
-            assert_eq!(a.panels, t.panels, "{n}x{k}");
+            assert_eq!(a.weights(), t.weights(), "{n}x{k}");
+            assert_eq!(a.weights().as_ptr() as usize % 64, 0, "{n}x{k}: panels off a line");
         }
     }
 
