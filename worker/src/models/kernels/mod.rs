@@ -7,6 +7,7 @@ pub mod exp;
 pub mod gemm;
 pub mod im2col;
 pub mod linear;
+mod lines;
 pub mod mbconv;
 pub mod pool;
 pub mod softmax;
