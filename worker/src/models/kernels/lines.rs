@@ -53,7 +53,10 @@ mod tests {
             assert_eq!(lines.len(), len);
             assert_eq!(lines.as_ptr() as usize % LINE_BYTES, 0, "{len}");
             assert!(lines.iter().all(|&v| v == 0.0));
-            lines.iter_mut().enumerate().for_each(|(i, v)| *v = i as f32);
+            lines
+                .iter_mut()
+                .enumerate()
+                .for_each(|(i, v)| *v = i as f32);
             assert_eq!(lines.last().copied(), len.checked_sub(1).map(|l| l as f32));
         }
     }
