@@ -264,7 +264,7 @@ impl CustomOp1 for InvertedResidual {
             left: same_padding(w, k, s).0,
             relu6: true,
         };
-        let mut y = vec![0f32; batch * oh * ow * cout];
+        let mut y = super::output(batch, batch * oh * ow * cout);
         let shape = Shape::from((batch, oh, ow, cout));
         if y.is_empty() {
             return Ok((CpuStorage::F32(y), shape));

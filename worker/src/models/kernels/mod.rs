@@ -13,6 +13,22 @@ pub mod pool;
 pub mod softmax;
 pub mod stem;
 
+use rayon::prelude::*;
+
+/// The zeroed output of an op over `batch` images. Where each image is
+/// split among the threads (batch 1 on 2 threads), the other threads would
+/// sit idle while the calling thread zeroed it, and then be woken for the
+/// op itself: all of them zero it instead. EfficientNet-Lite0's stem output
+/// at batch 1 (1.6 MB) took 95 µs to zero on one thread.
+fn output(batch: usize, len: usize) -> Vec<f32> {
+    if tasks_per_image(batch) == 1 {
+        return vec![0f32; len];
+    }
+    let mut v = Vec::with_capacity(len);
+    v.par_extend(rayon::iter::repeat_n(0f32, len));
+    v
+}
+
 /// Runs a whole forward pass on a thread of rayon's pool. Called from
 /// outside the pool, each of the kernels' parallel steps parks the calling
 /// thread until the step ends and wakes it again (~40 times per
@@ -31,4 +47,22 @@ fn tasks_per_image(batch: usize) -> usize {
 
 fn gcd(a: usize, b: usize) -> usize {
     if b == 0 { a } else { gcd(b, a % b) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outputs_are_zeroed_whoever_zeroes_them() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .expect("a pool");
+        for (batch, len) in [(1, 0), (1, 100_003), (2, 100_003), (3, 7)] {
+            let y = pool.install(|| output(batch, len));
+            assert_eq!(y.len(), len, "batch {batch}");
+            assert!(y.iter().all(|&v| v == 0.0), "batch {batch}");
+        }
+    }
 }

@@ -149,7 +149,7 @@ impl CustomOp1 for Stem {
             wide: ((ow.max(1) - 1) * s + k).max(w),
         };
         let x = &x[x0..x1];
-        let mut y = vec![0f32; batch * oh * ow * n];
+        let mut y = super::output(batch, batch * oh * ow * n);
         if !y.is_empty() {
             let rows = oh.div_ceil(tasks_per_image(batch).min(oh));
             y.par_chunks_mut(oh * ow * n)
