@@ -33,7 +33,7 @@ use rayon::prelude::*;
 use super::{
     depthwise::{Geometry, output_row, same_padding},
     gemm::{Epilogue, NR, Packed, Part},
-    lines::Lines,
+    lines::Scratch,
     tasks_per_image,
 };
 
@@ -70,7 +70,7 @@ enum Source {
     Input,
     /// The expanded rows, row `iy` in slot `iy % slots` of `ring`; those
     /// before `last` are done.
-    Expanded { ring: Lines, last: usize },
+    Expanded { ring: Scratch, last: usize },
 }
 
 impl InvertedResidual {
@@ -111,12 +111,12 @@ impl InvertedResidual {
         let slots = (band - 1) * s + k;
         let mut source = match self.expand {
             Some(_) => Source::Expanded {
-                ring: Lines::zeroed(slots * w * mid),
+                ring: Scratch::take(slots * w * mid),
                 last: 0,
             },
             None => Source::Input,
         };
-        let mut depthwise = Lines::zeroed(band * ow * mid);
+        let mut depthwise = Scratch::take(band * ow * mid);
         for b0 in (o0..end).step_by(band) {
             let b1 = (b0 + band).min(end);
             // The input rows this band's taps reach.
@@ -182,7 +182,7 @@ impl InvertedResidual {
         let channels = panels.start * NR..(panels.end * NR).min(mid);
         let cw = channels.len();
         let pixels = g.h * g.w;
-        let mut expanded = Lines::zeroed(pixels * cw);
+        let mut expanded = Scratch::take(pixels * cw);
         match &self.expand {
             Some(expand) => {
                 let part = Part {
@@ -206,7 +206,7 @@ impl InvertedResidual {
         }
         let share = Geometry { c: cw, ..*g };
         let (oh, ow) = (g.h.div_ceil(g.stride), g.w.div_ceil(g.stride));
-        let mut depthwise = Lines::zeroed(oh * ow * cw);
+        let mut depthwise = Scratch::take(oh * ow * cw);
         for (oy, out) in depthwise.chunks_exact_mut(ow * cw).enumerate() {
             output_row(
                 out,

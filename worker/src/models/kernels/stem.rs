@@ -21,6 +21,7 @@ use rayon::prelude::*;
 use super::{
     depthwise::same_padding,
     gemm::{Epilogue, Packed},
+    lines::Scratch,
     tasks_per_image,
 };
 
@@ -63,8 +64,8 @@ impl Stem {
         let end = o0 + dst.len() / (g.ow * n);
         let band = (BAND_BYTES / (g.ow * patch * 4)).clamp(1, end - o0);
         let span = (band - 1) * s + k;
-        let mut padded = vec![0f32; span * g.wide * g.c];
-        let mut patches = vec![0f32; band * g.ow * patch];
+        let mut padded = Scratch::take(span * g.wide * g.c);
+        let mut patches = Scratch::take(band * g.ow * patch);
         for b0 in (o0..end).step_by(band) {
             let b1 = (b0 + band).min(end);
             // Padded input rows from `b0·s − top`, converted once each.
