@@ -16,6 +16,7 @@ const LINE_BYTES: usize = 64;
 /// Floats per cache line.
 pub(super) const LINE: usize = LINE_BYTES / 4;
 
+/// `len` values from the first float of a cache line on.
 #[derive(Debug)]
 pub(super) struct Lines {
     /// Holds the values from `buf[start]`, the first on a line.
@@ -34,6 +35,20 @@ impl Lines {
     /// The most values the buffer can hold.
     fn capacity(&self) -> usize {
         self.buf.len() - self.start
+    }
+}
+
+impl Deref for Lines {
+    type Target = [f32];
+
+    fn deref(&self) -> &[f32] {
+        &self.buf[self.start..][..self.len]
+    }
+}
+
+impl DerefMut for Lines {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        &mut self.buf[self.start..][..self.len]
     }
 }
 
@@ -89,20 +104,6 @@ impl DerefMut for Scratch {
         self.0
             .as_deref_mut()
             .expect("a scratch buffer until dropped")
-    }
-}
-
-impl Deref for Lines {
-    type Target = [f32];
-
-    fn deref(&self) -> &[f32] {
-        &self.buf[self.start..][..self.len]
-    }
-}
-
-impl DerefMut for Lines {
-    fn deref_mut(&mut self) -> &mut [f32] {
-        &mut self.buf[self.start..][..self.len]
     }
 }
 
