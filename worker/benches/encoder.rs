@@ -8,7 +8,8 @@
 //! depthwise kernel on each kind of the model's depthwise layers, and
 //! against candle's grouped convolution on the widest; our packed GEMM (bias and ReLU6 included)
 //! against candle's matmul alone on the model's 1×1 convolutions at batch
-//! 8 and on ViT-B's MLP, the classifier at batch 1 with its weights out of
+//! 8 and on ViT-B's MLP, and as a share of the threads' measured
+//! multiply-add peak, the classifier at batch 1 with its weights out of
 //! cache, and each kind of inverted-residual block fused
 //! (`kernels/mbconv.rs`) against its three layers run one after another,
 //! at batch 8 and 1. Needs the converted model (`FF_MODEL_DIR`, set
@@ -21,6 +22,7 @@ use std::{
 };
 
 use candle_core::{Device, Module, Tensor};
+use multiversion::{multiversion, target::target_cfg_f};
 use worker::models::{
     EffnetEncoder, Images, Model,
     kernels::{
@@ -104,6 +106,43 @@ fn onnx_runtime(dir: &str, ours: &[f32]) -> anyhow::Result<BTreeMap<usize, f64>>
         }
     }
     Ok(rates)
+}
+
+/// `steps` rounds of independent multiply-adds on `R` vector registers of
+/// `L` lanes (12 with AVX-512, 10 with AVX2: more sums in flight than two
+/// FMA pipes of four cycles need), so that nothing but the FMA units
+/// bounds it: this core's peak, which the GEMM table is measured against.
+/// Returns the sums (to be kept) and the multiply-adds per step.
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn fma_chains(steps: usize, seed: f32) -> (f32, usize) {
+    macro_rules! chains {
+        ($r:literal, $l:literal) => {{
+            let mut acc = [[seed; $l]; $r];
+            for _ in 0..steps {
+                for v in acc.as_flattened_mut() {
+                    *v = v.mul_add(0.999_999, 1e-7);
+                }
+            }
+            (acc.as_flattened().iter().sum(), $r * $l)
+        }};
+    }
+    if target_cfg_f!(target_feature = "avx512f") {
+        chains!(12, 16)
+    } else {
+        chains!(10, 8)
+    }
+}
+
+/// GFLOP/s of `fma_chains` on every thread of the pool at once.
+fn fma_peak() -> f64 {
+    let steps = 20_000_000;
+    let mut per_step = 0;
+    let secs = time(Duration::from_secs(1), || {
+        let runs = rayon::broadcast(|ctx| fma_chains(steps, ctx.index() as f32));
+        per_step = runs.iter().map(|&(_, fmas)| fmas).sum();
+        runs
+    });
+    2.0 * (per_step * steps) as f64 / secs / 1e9
 }
 
 fn main() -> anyhow::Result<()> {
@@ -216,11 +255,14 @@ fn main() -> anyhow::Result<()> {
         candle / ours
     );
 
+    let peak = fma_peak();
+    println!();
+    println!("Multiply-add peak, independent FMAs on {threads} threads: {peak:.1} GFLOP/s");
     println!();
     println!(
-        "| GEMM rows x in -> out | ours (packed, + bias, ReLU6) GFLOP/s | candle matmul GFLOP/s | ours / candle |"
+        "| GEMM rows x in -> out | ours (packed, + bias, ReLU6) GFLOP/s | ours / peak | candle matmul GFLOP/s | ours / candle |"
     );
-    println!("|---|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|");
     for (m, k, n, what) in [
         (8 * 112 * 112, 32, 16, "block 0 project, batch 8"),
         (8 * 56 * 56, 24, 144, "stage 2 expand"),
@@ -245,8 +287,9 @@ fn main() -> anyhow::Result<()> {
         let candle = time(Duration::from_secs(1), || x.matmul(&wt));
         let gflops = |secs: f64| 2.0 * (m * k * n) as f64 / secs / 1e9;
         println!(
-            "| {m} x {k} -> {n} ({what}) | {:.1} | {:.1} | {:.2}x |",
+            "| {m} x {k} -> {n} ({what}) | {:.1} | {:.0} % | {:.1} | {:.2}x |",
             gflops(ours),
+            100.0 * gflops(ours) / peak,
             gflops(candle),
             candle / ours
         );
