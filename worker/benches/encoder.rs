@@ -411,5 +411,5 @@ fn block_times(
         });
         (fused, layers)
     });
-    Ok((fused, layers, block.by_rows(batch, size)))
+    Ok((fused, layers, block.by_rows(batch, size, size, true)))
 }

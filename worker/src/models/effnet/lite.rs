@@ -29,7 +29,7 @@ use crate::models::kernels::{
     im2col::im2col_same,
     in_pool,
     linear::{Activation, Linear},
-    mbconv::InvertedResidual,
+    mbconv::{InShare, InvertedResidual},
     pool::mean_pixels,
     stem::Stem,
 };
@@ -256,11 +256,17 @@ impl Block {
         }))
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    /// `own_pool`: whether this pass has the threads to itself, or runs
+    /// within one thread's share of a batch (`EfficientNetLite::embed`).
+    fn forward(&self, x: &Tensor, own_pool: bool) -> Result<Tensor> {
         if let Some(fused) = &self.fused
             && x.device().is_cpu()
         {
-            return x.apply_op1_no_bwd(fused);
+            return if own_pool {
+                x.apply_op1_no_bwd(fused)
+            } else {
+                x.apply_op1_no_bwd(&InShare(fused))
+            };
         }
         let h = match &self.expand {
             Some(e) => e.forward(x)?,
@@ -362,25 +368,26 @@ impl EfficientNetLite {
         let batch = images.dim(0)?;
         let shares = rayon::current_num_threads().min(batch);
         if !images.device().is_cpu() {
-            return self.embed_share(images);
+            return self.embed_share(images, true);
         }
         in_pool(|| {
             if shares < 2 {
-                return self.embed_share(images);
+                return self.embed_share(images, true);
             }
             let parts = (0..shares)
                 .into_par_iter()
                 .map(|s| {
                     let (first, end) = (s * batch / shares, (s + 1) * batch / shares);
-                    self.embed_share(&images.narrow(0, first, end - first)?)
+                    self.embed_share(&images.narrow(0, first, end - first)?, false)
                 })
                 .collect::<Result<Vec<_>>>()?;
             Tensor::cat(&parts, 0)
         })
     }
 
-    /// `embed` on one thread's share of the images.
-    fn embed_share(&self, images: &Tensor) -> Result<Tensor> {
+    /// `embed` on one thread's share of the images, or on all of them
+    /// with the threads to itself (`own_pool`).
+    fn embed_share(&self, images: &Tensor, own_pool: bool) -> Result<Tensor> {
         let mut x = match &self.fused_stem {
             Some(stem) if images.device().is_cpu() => images.apply_op1_no_bwd(stem)?,
             _ => self.stem.forward(&images.to_dtype(DType::F32)?.affine(
@@ -389,7 +396,7 @@ impl EfficientNetLite {
             )?)?,
         };
         for block in &self.blocks {
-            x = block.forward(&x)?;
+            x = block.forward(&x, own_pool)?;
         }
         // Global average pooling: the mean over all pixels.
         mean_pixels(&self.head.forward(&x)?)

@@ -79,16 +79,29 @@ impl InvertedResidual {
     }
 
     /// Whether tasks take ranges of output rows (else ranges of channels)
-    /// on a `[batch, height, ..]` input. A range of an image expands the
-    /// rows its taps share with the range before it again; once that halo
-    /// is a large share of a small image, and the whole expanded image is
-    /// small enough to stay in cache anyway, rows lose (EfficientNet-Lite0's
-    /// 7² and 14² blocks at batch 1 ran 0.8x the layers one after another,
-    /// BENCHMARKS.md).
-    pub fn by_rows(&self, batch: usize, height: usize) -> bool {
-        let splits = tasks_per_image(batch).min(height.div_ceil(self.stride));
+    /// on a `[batch, height, width, ..]` input. A range of an image
+    /// expands the rows its taps share with the range before it again.
+    ///
+    /// Within one thread's share of a batch (`InShare`) the other threads
+    /// are busy with theirs, and a range is mostly run by the same thread
+    /// as the one before it: the halo is then work added, and rows lose
+    /// once it is a large share of a small image (EfficientNet-Lite0's 7²
+    /// and 14² blocks at batch 1 ran 0.8x the layers one after another,
+    /// BENCHMARKS.md). With the pool to itself (a batch of one image), the
+    /// threads run the ranges side by side and the halo costs less than
+    /// splitting the channels, which has every thread walk the whole
+    /// image's expanded rows and adds up the parts at the end: 14² blocks
+    /// with 5×5 taps ran 1.1-1.2x faster by rows, as long as each range
+    /// holds a GEMM's worth of pixels (`BAND_PIXELS`).
+    pub fn by_rows(&self, batch: usize, height: usize, width: usize, own_pool: bool) -> bool {
+        let out_rows = height.div_ceil(self.stride);
+        let splits = tasks_per_image(batch).min(out_rows);
         let halo_rows = (splits - 1) * self.kernel.saturating_sub(self.stride);
-        halo_rows * 4 <= height
+        if !own_pool {
+            return halo_rows * 4 <= height;
+        }
+        let range_pixels = out_rows.div_ceil(splits) * width.div_ceil(self.stride);
+        splits == 1 || (halo_rows * 2 <= height && range_pixels >= BAND_PIXELS)
     }
 
     /// Output rows `[o0, o0 + rows)` of one image into `dst`.
@@ -228,13 +241,40 @@ impl InvertedResidual {
     }
 }
 
+/// The block run within one thread's share of a batch while the other
+/// threads run theirs (`EfficientNetLite::embed`), where it splits its
+/// images as `InvertedResidual::by_rows` says for that case. The block by
+/// itself has the pool to itself.
+pub struct InShare<'a>(pub &'a InvertedResidual);
+
 impl CustomOp1 for InvertedResidual {
     fn name(&self) -> &'static str {
         "inverted-residual"
     }
 
-    /// `x`: `[B, H, W, in]` → `[B, ceil(H/s), ceil(W/s), out]`.
     fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout) -> Result<(CpuStorage, Shape)> {
+        self.forward_cpu(xs, xl, true)
+    }
+}
+
+impl CustomOp1 for InShare<'_> {
+    fn name(&self) -> &'static str {
+        "inverted-residual"
+    }
+
+    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout) -> Result<(CpuStorage, Shape)> {
+        self.0.forward_cpu(xs, xl, false)
+    }
+}
+
+impl InvertedResidual {
+    /// `x`: `[B, H, W, in]` → `[B, ceil(H/s), ceil(W/s), out]`.
+    fn forward_cpu(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        own_pool: bool,
+    ) -> Result<(CpuStorage, Shape)> {
         let CpuStorage::F32(x) = xs else {
             bail!("inverted-residual supports f32 only");
         };
@@ -269,7 +309,7 @@ impl CustomOp1 for InvertedResidual {
         if y.is_empty() {
             return Ok((CpuStorage::F32(y), shape));
         }
-        if !self.by_rows(batch, h) {
+        if !self.by_rows(batch, h, w, own_pool) {
             let panels = mid.div_ceil(NR);
             let shares = tasks_per_image(batch).min(panels);
             let image = |b: usize| &x[b * h * w * cin..][..h * w * cin];
@@ -362,6 +402,9 @@ mod tests {
             (1, 7, 7, 40, 6, 40, 5, 1),
             (1, 9, 9, 16, 6, 24, 5, 2),
             (2, 7, 7, 72, 1, 24, 5, 1),
+            // By rows with the pool to itself, by channels within a share
+            // (EfficientNet-Lite0's 14² blocks with 5×5 taps).
+            (1, 14, 14, 16, 6, 24, 5, 1),
             // Rows 14 pixels wide (the depthwise's own path with AVX-512)
             // through a ring that wraps, at strides 1 and 2.
             (1, 40, 14, 16, 6, 16, 5, 1),
@@ -397,19 +440,26 @@ mod tests {
                 residual,
             };
             // One thread takes rows; more take channels where an image's
-            // rows are too few to share.
+            // rows are too few to share, which depends on whether the
+            // block has the pool to itself.
             for threads in 1..=3 {
                 let pool = rayon::ThreadPoolBuilder::new()
                     .num_threads(threads)
                     .build()
                     .expect("a thread pool");
-                let got = pool.install(|| x.apply_op1_no_bwd(&block))?;
-                assert_eq!(got.dims(), want.dims());
-                let diff = (got - &want)?.abs()?.max_all()?.to_scalar::<f32>()?;
-                assert!(
-                    diff < 1e-4,
-                    "{batch}x{h}x{w}x{cin}, mid {mid}, out {cout}, k {k}, s {s}, {threads} threads: {diff}"
-                );
+                for own_pool in [true, false] {
+                    let got = pool.install(|| match own_pool {
+                        true => x.apply_op1_no_bwd(&block),
+                        false => x.apply_op1_no_bwd(&InShare(&block)),
+                    })?;
+                    assert_eq!(got.dims(), want.dims());
+                    let diff = (got - &want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+                    assert!(
+                        diff < 1e-4,
+                        "{batch}x{h}x{w}x{cin}, mid {mid}, out {cout}, k {k}, s {s}, \
+                         {threads} threads, own pool {own_pool}: {diff}"
+                    );
+                }
             }
         }
         Ok(())
