@@ -55,11 +55,12 @@ for plugin in rabbitmq_management rabbitmq_prometheus; do
   fi
 done
 
-# S3-compatible server for tests and the local demo (cached binary).
-export S3S_FS="$FF_CACHE/s3s-fs/bin/s3s-fs"
+# S3-compatible server for tests and the local demo (cached binary, built
+# with TCP_NODELAY: see install-s3s-fs.sh).
+export S3S_FS="$FF_CACHE/s3s-fs-nodelay/bin/s3s-fs"
 if [ ! -x "$S3S_FS" ]; then
   log "installing s3s-fs 0.14.1 (several minutes, once)"
-  cargo install s3s-fs --version 0.14.1 --features binary --locked --root "$FF_CACHE/s3s-fs"
+  "$root/scripts/install-s3s-fs.sh" "$FF_CACHE/s3s-fs-nodelay"
 fi
 
 # Python only converts the EfficientNet-Lite0 checkpoint and checks .npy
