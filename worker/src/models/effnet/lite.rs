@@ -30,7 +30,7 @@ use crate::models::kernels::{
     in_pool,
     linear::{Activation, Linear},
     mbconv::{InShare, InvertedResidual},
-    pool::mean_pixels,
+    pool::linear_mean_pixels,
     stem::Stem,
 };
 
@@ -96,14 +96,7 @@ impl ConvBn {
         relu6: bool,
     ) -> Result<Self> {
         let (out, inputs, k, _) = shape;
-        let weight = conv.get(shape, "weight")?;
-        let gamma = bn.get(out, "weight")?;
-        let beta = bn.get(out, "bias")?;
-        let mean = bn.get(out, "running_mean")?;
-        let var = bn.get(out, "running_var")?;
-        let scale = (gamma / (var + eps)?.sqrt()?)?;
-        let weight = weight.broadcast_mul(&scale.reshape((out, 1, 1, 1))?)?;
-        let bias = (beta - (mean * &scale)?)?;
+        let (weight, bias) = fold_bn(conv, bn, shape, eps)?;
         let act = if relu6 {
             Activation::Relu6
         } else {
@@ -154,6 +147,26 @@ impl ConvBn {
             } => depthwise_nhwc(x, weight, bias, *stride, *relu6),
         }
     }
+}
+
+/// The convolution's weights `shape` (`[out, in, k, k]`) and bias with the
+/// batch norm after it folded in.
+fn fold_bn(
+    conv: VarBuilder,
+    bn: VarBuilder,
+    shape: (usize, usize, usize, usize),
+    eps: f64,
+) -> Result<(Tensor, Tensor)> {
+    let out = shape.0;
+    let weight = conv.get(shape, "weight")?;
+    let gamma = bn.get(out, "weight")?;
+    let beta = bn.get(out, "bias")?;
+    let mean = bn.get(out, "running_mean")?;
+    let var = bn.get(out, "running_var")?;
+    let scale = (gamma / (var + eps)?.sqrt()?)?;
+    let weight = weight.broadcast_mul(&scale.reshape((out, 1, 1, 1))?)?;
+    let bias = (beta - (mean * &scale)?)?;
+    Ok((weight, bias))
 }
 
 /// Inverted residual block (MBConv) without squeeze-excitation.
@@ -283,7 +296,8 @@ pub struct EfficientNetLite {
     /// The stem over u8 pixels with the input normalisation, on the CPU.
     fused_stem: Option<Stem>,
     blocks: Vec<Block>,
-    head: ConvBn,
+    /// The 1×1 head convolution (+ ReLU6), pooled as it is computed.
+    head: Linear,
     mean: f32,
     std: f32,
 }
@@ -337,13 +351,16 @@ impl EfficientNetLite {
             .stages
             .last()
             .map_or(cfg.stem_channels, |s| s.out_channels);
-        let head = ConvBn::new(
+        let (weight, bias) = fold_bn(
             vb.pp("_conv_head"),
             vb.pp("_bn1"),
             (cfg.head_channels, last, 1, 1),
-            ConvKind::Pointwise,
             eps,
-            true,
+        )?;
+        let head = Linear::new(
+            weight.reshape((cfg.head_channels, last))?,
+            bias,
+            Activation::Relu6,
         )?;
         Ok(Self {
             stem,
@@ -399,7 +416,7 @@ impl EfficientNetLite {
             x = block.forward(&x, own_pool)?;
         }
         // Global average pooling: the mean over all pixels.
-        mean_pixels(&self.head.forward(&x)?)
+        linear_mean_pixels(&self.head, &x)
     }
 }
 

@@ -32,6 +32,18 @@ pub enum Activation {
     Relu6,
 }
 
+impl Activation {
+    /// The packed GEMM's form of the activation, applied to each tile.
+    pub(super) fn epilogue(self) -> Epilogue {
+        match self {
+            Self::Identity => Epilogue::Identity,
+            Self::Relu6 => Epilogue::Relu6,
+            Self::Gelu => Epilogue::Apply(gelu_in_place),
+            Self::QuickGelu => Epilogue::Apply(quick_gelu_in_place),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Linear {
     /// `[out, in]`, as stored.
@@ -82,6 +94,10 @@ impl Linear {
     /// The packed weights, where the layer runs on the CPU GEMM.
     pub fn packed(&self) -> Option<&Arc<Packed>> {
         self.packed.as_ref()
+    }
+
+    pub fn activation(&self) -> Activation {
+        self.act
     }
 
     /// Layers reading the same input as one GEMM (query, key and value),
@@ -163,13 +179,7 @@ impl CustomOp1 for Dense<'_> {
         if cols != self.packed.k() {
             bail!("linear-packed takes {} inputs, got {cols}", self.packed.k());
         }
-        let epilogue = match self.act {
-            Activation::Identity => Epilogue::Identity,
-            Activation::Relu6 => Epilogue::Relu6,
-            Activation::Gelu => Epilogue::Apply(gelu_in_place),
-            Activation::QuickGelu => Epilogue::Apply(quick_gelu_in_place),
-        };
-        let y = self.packed.forward(&x[x0..x1], rows, epilogue);
+        let y = self.packed.forward(&x[x0..x1], rows, self.act.epilogue());
         Ok((CpuStorage::F32(y), Shape::from((rows, self.packed.n()))))
     }
 }
