@@ -1,7 +1,8 @@
 //! EfficientNet-Lite0 on CPU beside ONNX Runtime, side by side in one run:
 //! images/s at several batch sizes for our encoder, then for ONNX Runtime
 //! on the same weights in its own process (scripts/bench_effnet_ort.py,
-//! when the reference env is there), both computing what the worker
+//! when the reference env is there), alternated over a few rounds and
+//! each ratio taken within a round, both computing what the worker
 //! reports per image (the embedding, and the classifier's top 5), with
 //! the ratio and the largest difference between the two embeddings of the
 //! first image; our
@@ -35,6 +36,25 @@ use worker::models::{
 };
 
 const BATCHES: [usize; 3] = [1, 8, 32];
+/// Rounds of ours, then ONNX Runtime, alternated: these VMs' speed drifts
+/// by up to a third within a session (and ONNX Runtime at batch 1 read
+/// 104 and 173 images/s on one VM in runs minutes apart), so each ratio
+/// pairs figures taken within seconds of each other.
+const ROUNDS: usize = 3;
+/// Seconds each side runs each batch size per round.
+const SECONDS: u64 = 1;
+
+/// The median, or `None` for no values.
+fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let mut v: Vec<f64> = values.collect();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(v[n / 2]),
+        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+    }
+}
 
 fn time<T>(min: Duration, mut f: impl FnMut() -> T) -> f64 {
     f(); // warm-up
@@ -68,27 +88,32 @@ fn cold(
 
 /// ONNX Runtime's images/s per batch, run by the reference env's Python,
 /// which also compares its embedding of the first image with `ours`.
-fn onnx_runtime(dir: &str, ours: &[f32]) -> anyhow::Result<BTreeMap<usize, f64>> {
+/// ONNX Runtime's images/s per batch size, `SECONDS` each. With `ours`
+/// (our first image's embedding), it prints the largest difference too.
+fn onnx_runtime(dir: &str, ours: Option<&[f32]>) -> anyhow::Result<BTreeMap<usize, f64>> {
     let python = std::env::var("FF_REF_PYTHON")
         .map_err(|_| anyhow::anyhow!("FF_REF_PYTHON is not set (scripts/bench.sh sets it)"))?;
-    let first = std::env::temp_dir().join(format!("ff-effnet-ours-{}.f32", std::process::id()));
-    std::fs::write(
-        &first,
-        ours.iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect::<Vec<_>>(),
-    )?;
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../scripts/bench_effnet_ort.py"
     );
     let batches = BATCHES.map(|b| b.to_string()).join(",");
-    let out = Command::new(python)
+    let mut command = Command::new(python);
+    command
         .args([script, dir])
-        .env("EFFNET_OURS", &first)
         .env("EFFNET_BATCHES", batches)
-        .env("EFFNET_THREADS", rayon::current_num_threads().to_string())
-        .output()?;
+        .env("EFFNET_SECONDS", SECONDS.to_string())
+        .env("EFFNET_THREADS", rayon::current_num_threads().to_string());
+    let first = std::env::temp_dir().join(format!("ff-effnet-ours-{}.f32", std::process::id()));
+    if let Some(ours) = ours {
+        let bytes = ours
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect::<Vec<_>>();
+        std::fs::write(&first, bytes)?;
+        command.env("EFFNET_OURS", &first);
+    }
+    let out = command.output()?;
     std::fs::remove_file(&first).ok();
     anyhow::ensure!(
         out.status.success(),
@@ -168,38 +193,57 @@ fn main() -> anyhow::Result<()> {
         encoder.infer(images(8)).map(|e| e.dim)
     });
     worker::heap::keep_freed_buffers();
-    let mut ours = BTreeMap::new();
-    for batch in BATCHES {
-        let secs = time(Duration::from_secs(3), || {
-            encoder.infer(images(batch)).map(|e| e.dim)
-        });
-        ours.insert(batch, (secs, batch as f64 / secs));
-    }
     let first = encoder.infer(images(1))?.embeddings;
-    let reference = onnx_runtime(&dir, &first)
-        .map_err(|e| eprintln!("ONNX Runtime not run: {e:#}"))
-        .unwrap_or_default();
-    println!("EfficientNet-Lite0, 224², {threads} threads");
+    // Per batch size: (ours, ONNX Runtime's) images/s of each round.
+    let mut rounds: BTreeMap<usize, Vec<(f64, Option<f64>)>> = BTreeMap::new();
+    for round in 0..ROUNDS {
+        let mut ours = Vec::new();
+        for batch in BATCHES {
+            let secs = time(Duration::from_secs(SECONDS), || {
+                encoder.infer(images(batch)).map(|e| e.dim)
+            });
+            ours.push((batch, batch as f64 / secs));
+        }
+        let theirs = onnx_runtime(&dir, (round == 0).then_some(first.as_slice()))
+            .map_err(|e| eprintln!("ONNX Runtime not run: {e:#}"))
+            .unwrap_or_default();
+        for (batch, ips) in ours {
+            rounds
+                .entry(batch)
+                .or_default()
+                .push((ips, theirs.get(&batch).copied()));
+        }
+    }
     println!(
-        "| batch | ours ms/batch | ours images/s | ONNX Runtime images/s | ours / ONNX Runtime |"
+        "EfficientNet-Lite0, 224², {threads} threads; {ROUNDS} rounds of ours then ONNX Runtime, {SECONDS} s each"
     );
-    println!("|---:|---:|---:|---:|---:|");
-    for (batch, (secs, ips)) in &ours {
-        let (theirs, ratio) = reference.get(batch).map_or(("-".into(), "-".into()), |r| {
-            (format!("{r:.1}"), format!("{:.2}x", ips / r))
-        });
+    println!(
+        "| batch | ours images/s | ONNX Runtime images/s | ours / ONNX Runtime, each round | median |"
+    );
+    println!("|---:|---:|---:|---|---:|");
+    for (batch, pairs) in &rounds {
+        let ours = median(pairs.iter().map(|p| p.0));
+        let theirs = median(pairs.iter().filter_map(|p| p.1));
+        let ratios: Vec<f64> = pairs.iter().filter_map(|p| Some(p.0 / p.1?)).collect();
+        let each = ratios
+            .iter()
+            .map(|r| format!("{r:.2}x"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let ips = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.1}"));
+        let ratio = median(ratios.iter().copied()).map_or("-".into(), |r| format!("{r:.2}x"));
         println!(
-            "| {batch} | {:.1} | {ips:.1} | {theirs} | {ratio} |",
-            secs * 1e3
+            "| {batch} | {} | {} | {each} | {ratio} |",
+            ips(ours),
+            ips(theirs)
         );
     }
 
-    if let Some((secs, _)) = ours.get(&8) {
+    if let Some(ours) = rounds.get(&8).and_then(|p| median(p.iter().map(|p| p.0))) {
         println!(
-            "batch 8 with glibc's allocator thresholds as shipped: {:.1} images/s; as the worker sets them (`heap::keep_freed_buffers`): {:.1} ({:.2}x)",
+            "batch 8 with glibc's allocator thresholds as shipped: {:.1} images/s; as the worker sets them (`heap::keep_freed_buffers`, median of the rounds): {ours:.1} ({:.2}x)",
             8.0 / shipped,
-            8.0 / secs,
-            shipped / secs
+            ours * shipped / 8.0
         );
     }
 
