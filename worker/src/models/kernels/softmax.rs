@@ -49,15 +49,17 @@ pub(super) fn softmax_rows(values: &mut [f32], dim: usize) {
     for row in values.chunks_exact_mut(dim) {
         let (chunks, tail) = row.as_chunks_mut::<16>();
         let mut lanes = [f32::NEG_INFINITY; 16];
+        // A compare and select, where `f32::max`'s care for NaN went one
+        // lane at a time. A NaN score still makes the row NaN (at `exp`).
         for chunk in chunks.iter() {
             for (m, v) in lanes.iter_mut().zip(chunk) {
-                *m = m.max(*v);
+                *m = if *v > *m { *v } else { *m };
             }
         }
         let max = tail
             .iter()
             .chain(&lanes)
-            .fold(f32::NEG_INFINITY, |m, v| m.max(*v));
+            .fold(f32::NEG_INFINITY, |m, v| if *v > m { *v } else { m });
         let mut sums = [0f32; 16];
         for chunk in chunks.iter_mut() {
             for (s, v) in sums.iter_mut().zip(chunk) {
