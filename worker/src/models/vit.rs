@@ -5,7 +5,7 @@
 
 use candle_core::{DType, Device, Module, Result, Tensor, bail};
 
-use super::kernels::{attention::attention, linear::Linear};
+use super::kernels::{attention::self_attention, linear::Linear};
 
 /// A Hugging Face image processor's last steps, on `[B, H, W, 3]` RGB24
 /// already at the model's size: rescale by 1/255, then per-channel
@@ -92,19 +92,9 @@ impl Attention {
 
     /// With `mask` `[n, n]` added to the attention scores (−∞ hides a key).
     pub fn forward_masked(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
-        let (b, n, c) = x.dims3()?;
-        let qkv = self
-            .qkv
-            .forward(x)?
-            .reshape((b, n, 3, self.heads, c / self.heads))?
-            .permute((2, 0, 3, 1, 4))?;
-        let q = (qkv.get(0)? * self.scale)?.contiguous()?;
-        let k = qkv.get(1)?.contiguous()?;
-        let v = qkv.get(2)?.contiguous()?;
-        let out = attention(&q, &k, &v, mask)?
-            .transpose(1, 2)?
-            .reshape((b, n, c))?;
-        self.output.forward(&out)
+        let qkv = self.qkv.forward(x)?;
+        self.output
+            .forward(&self_attention(&qkv, self.heads, self.scale, mask)?)
     }
 }
 

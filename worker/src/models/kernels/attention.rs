@@ -1,15 +1,20 @@
-//! Multi-head attention `softmax(q·kᵀ + mask)·v` on the CPU, one task per
-//! (image, head), so that each head's `[n, n]` scores stay in cache.
+//! Multi-head self-attention `softmax(q·kᵀ + mask)·v` on the CPU, straight
+//! from the fused query-key-value projection, one task per (image, head),
+//! so that each head's `[n, n]` scores stay in cache.
 //!
 //! As three candle ops the scores of every head went to memory between
 //! them: 128 MB per layer for BLIP's 577 image tokens at batch 8, written
 //! by one matmul, read and written by the softmax, read by the next
-//! matmul. Here a task packs its head's keys and values (`kernels/gemm.rs`,
-//! 577×64 each, cheap beside the products), runs both products on the
-//! packed GEMM and the softmax (`kernels/softmax.rs`) in between, on the
-//! calling thread. Other devices and dtypes use candle's ops.
+//! matmul. Here a task gathers its head's queries (scaled), keys and
+//! values from the projection's rows and packs the keys and values for the
+//! packed GEMM (`kernels/gemm.rs`, 577×64 each, cheap beside the
+//! products), runs both products and the softmax (`kernels/softmax.rs`) in
+//! between on the calling thread, and the heads are laid side by side at
+//! the end. Splitting the projection into heads and merging them back had
+//! been three copies and a scaling pass over `[B, N, C]` tensors per
+//! layer, on one thread. Other devices and dtypes use candle's ops.
 
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, bail};
+use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
 use super::{
@@ -17,93 +22,121 @@ use super::{
     softmax::{softmax_last_dim, softmax_rows},
 };
 
-/// `q`: `[B, H, Nq, D]` (already scaled), `k`, `v`: `[B, H, Nk, D]`;
-/// `mask`: `[Nq, Nk]`, added to every head's scores (−∞ hides a key).
-/// Returns `[B, H, Nq, D]`.
-pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
-    if q.device().is_cpu() && q.dtype() == DType::F32 {
+/// `qkv`: `[B, N, 3·C]`, the queries, keys and values of `heads` heads side
+/// by side, as one projection makes them; queries are multiplied by
+/// `scale`. `mask`: `[N, N]`, added to every head's scores (−∞ hides a
+/// key). Returns `[B, N, C]`, the heads side by side.
+pub fn self_attention(
+    qkv: &Tensor,
+    heads: usize,
+    scale: f64,
+    mask: Option<&Tensor>,
+) -> Result<Tensor> {
+    if qkv.device().is_cpu() && qkv.dtype() == DType::F32 {
         let mask = match mask {
             Some(m) => Some(m.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?),
             None => None,
         };
-        return q.contiguous()?.apply_op3_no_bwd(
-            &k.contiguous()?,
-            &v.contiguous()?,
-            &Attention { mask },
-        );
+        return qkv.contiguous()?.apply_op1_no_bwd(&SelfAttention {
+            heads,
+            scale: scale as f32,
+            mask,
+        });
     }
+    let (b, n, c3) = qkv.dims3()?;
+    let c = c3 / 3;
+    let qkv = qkv
+        .reshape((b, n, 3, heads, c / heads))?
+        .permute((2, 0, 3, 1, 4))?;
+    let q = (qkv.get(0)? * scale)?.contiguous()?;
+    let k = qkv.get(1)?.contiguous()?;
+    let v = qkv.get(2)?.contiguous()?;
     let mut scores = q.matmul(&k.t()?)?;
     if let Some(mask) = mask {
         scores = scores.broadcast_add(mask)?;
     }
-    softmax_last_dim(&scores)?.matmul(v)
+    softmax_last_dim(&scores)?
+        .matmul(&v)?
+        .transpose(1, 2)?
+        .reshape((b, n, c))
 }
 
-struct Attention {
-    /// `[Nq, Nk]`.
+struct SelfAttention {
+    heads: usize,
+    scale: f32,
+    /// `[N, N]`.
     mask: Option<Vec<f32>>,
 }
 
-impl CustomOp3 for Attention {
+impl CustomOp1 for SelfAttention {
     fn name(&self) -> &'static str {
-        "attention"
+        "self-attention"
     }
 
-    fn cpu_fwd(
-        &self,
-        qs: &CpuStorage,
-        ql: &Layout,
-        ks: &CpuStorage,
-        kl: &Layout,
-        vs: &CpuStorage,
-        vl: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(q), CpuStorage::F32(k), CpuStorage::F32(v)) = (qs, ks, vs) else {
-            bail!("attention supports f32 only");
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(qkv) = storage else {
+            bail!("self-attention supports f32 only");
         };
-        let (Some((q0, q1)), Some((k0, k1)), Some((v0, v1))) = (
-            ql.contiguous_offsets(),
-            kl.contiguous_offsets(),
-            vl.contiguous_offsets(),
-        ) else {
-            bail!("attention needs contiguous inputs");
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            bail!("self-attention needs a contiguous input");
         };
-        let (q, k, v) = (&q[q0..q1], &k[k0..k1], &v[v0..v1]);
-        let (&[b, h, nq, d], &[kb, kh, nk, kd]) = (ql.dims(), kl.dims()) else {
-            bail!(
-                "attention takes [B, H, N, D] queries and keys, got {:?} and {:?}",
-                ql.dims(),
-                kl.dims()
-            );
+        let qkv = &qkv[start..end];
+        let &[b, n, c3] = layout.dims() else {
+            bail!("self-attention takes [B, N, 3·C], got {:?}", layout.dims());
         };
-        if (kb, kh, kd) != (b, h, d) || vl.dims() != kl.dims() {
-            bail!(
-                "attention: queries {:?}, keys {:?} and values {:?} do not fit",
-                ql.dims(),
-                kl.dims(),
-                vl.dims()
-            );
+        let heads = self.heads;
+        if heads == 0 || c3 % (3 * heads) != 0 {
+            bail!("self-attention: {c3} values per token are not 3 × {heads} heads");
         }
+        let (c, d) = (c3 / 3, c3 / 3 / heads);
         if let Some(mask) = &self.mask
-            && mask.len() != nq * nk
+            && mask.len() != n * n
         {
             bail!(
-                "attention: a mask of {} values for [{nq}, {nk}] scores",
+                "self-attention: a mask of {} values for [{n}, {n}] scores",
                 mask.len()
             );
         }
-        let mut out = vec![0f32; b * h * nq * d];
-        if nq * d > 0 {
-            out.par_chunks_mut(nq * d)
-                .zip(q.par_chunks(nq * d))
-                .zip(k.par_chunks(nk * d).zip(v.par_chunks(nk * d)))
-                .for_each(|((out, q), (k, v))| self.head(q, k, v, out, nk, d));
+        // [B, H, N, D]: one contiguous chunk per task.
+        let mut by_head = vec![0f32; b * heads * n * d];
+        if n * d > 0 {
+            by_head
+                .par_chunks_mut(n * d)
+                .enumerate()
+                .for_each(|(task, out)| {
+                    let (image, head) = (task / heads, task % heads);
+                    let tokens = &qkv[image * n * c3..][..n * c3];
+                    // Columns `[part·C + head·D, +D)` of every token.
+                    let gather = |part: usize| -> Vec<f32> {
+                        tokens
+                            .chunks_exact(c3)
+                            .flat_map(|t| &t[part * c + head * d..][..d])
+                            .copied()
+                            .collect()
+                    };
+                    let mut q = gather(0);
+                    q.iter_mut().for_each(|v| *v *= self.scale);
+                    self.head(&q, &gather(1), &gather(2), out, n, d);
+                });
         }
-        Ok((CpuStorage::F32(out), Shape::from((b, h, nq, d))))
+        let mut merged = vec![0f32; b * n * c];
+        if n * c > 0 {
+            merged
+                .par_chunks_mut(n * c)
+                .zip(by_head.par_chunks(heads * n * d))
+                .for_each(|(image, by_head)| {
+                    for (i, token) in image.chunks_exact_mut(c).enumerate() {
+                        for (h, part) in token.chunks_exact_mut(d).enumerate() {
+                            part.copy_from_slice(&by_head[(h * n + i) * d..][..d]);
+                        }
+                    }
+                });
+        }
+        Ok((CpuStorage::F32(merged), Shape::from((b, n, c))))
     }
 }
 
-impl Attention {
+impl SelfAttention {
     /// One (image, head): `q` `[Nq, D]`, `k` and `v` `[Nk, D]` → `out`
     /// `[Nq, D]`.
     fn head(&self, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], nk: usize, d: usize) {
@@ -128,39 +161,66 @@ mod tests {
 
     use super::*;
 
+    /// Split into heads, scaled queries, candle's matmuls and candle-nn's
+    /// softmax, heads merged: what the layers ran before this kernel.
+    fn by_candles_ops(
+        qkv: &Tensor,
+        heads: usize,
+        scale: f64,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let (b, n, c3) = qkv.dims3()?;
+        let qkv = qkv
+            .reshape((b, n, 3, heads, c3 / 3 / heads))?
+            .permute((2, 0, 3, 1, 4))?;
+        let q = (qkv.get(0)? * scale)?.contiguous()?;
+        let k = qkv.get(1)?.contiguous()?;
+        let v = qkv.get(2)?.contiguous()?;
+        let mut scores = q.matmul(&k.t()?)?;
+        if let Some(m) = mask {
+            scores = scores.broadcast_add(m)?;
+        }
+        candle_nn::ops::softmax_last_dim(&scores)?
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .reshape((b, n, c3 / 3))
+    }
+
     #[test]
-    fn matches_candles_three_ops_with_and_without_a_mask() -> Result<()> {
+    fn matches_candles_ops_with_and_without_a_mask() -> Result<()> {
         let dev = Device::Cpu;
-        for (b, h, nq, nk, d) in [(2, 3, 5, 5, 8), (1, 2, 37, 37, 64), (2, 1, 1, 9, 16)] {
-            let q = Tensor::randn(0f32, 0.5, (b, h, nq, d), &dev)?;
-            let k = Tensor::randn(0f32, 0.5, (b, h, nk, d), &dev)?;
-            let v = Tensor::randn(0f32, 1.0, (b, h, nk, d), &dev)?;
-            let causal: Vec<f32> = (0..nq * nk)
+        for (b, heads, n, d) in [(2, 3, 5, 8), (1, 2, 37, 64), (2, 1, 1, 16), (3, 4, 9, 16)] {
+            let qkv = Tensor::randn(0f32, 1.0, (b, n, 3 * heads * d), &dev)?;
+            let scale = (d as f64).powf(-0.5);
+            let causal: Vec<f32> = (0..n * n)
                 .map(|i| {
-                    if i % nk > i / nk {
+                    if i % n > i / n {
                         f32::NEG_INFINITY
                     } else {
                         0.0
                     }
                 })
                 .collect();
-            let causal = Tensor::from_vec(causal, (nq, nk), &dev)?;
+            let causal = Tensor::from_vec(causal, (n, n), &dev)?;
             for mask in [None, Some(&causal)] {
-                let mut scores = q.matmul(&k.t()?)?;
-                if let Some(m) = mask {
-                    scores = scores.broadcast_add(m)?;
-                }
-                let want = candle_nn::ops::softmax_last_dim(&scores)?.matmul(&v)?;
-                let got = attention(&q, &k, &v, mask)?;
+                let want = by_candles_ops(&qkv, heads, scale, mask)?;
+                let got = self_attention(&qkv, heads, scale, mask)?;
                 assert_eq!(got.dims(), want.dims());
                 let diff = (got - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
                 assert!(
                     diff < 1e-5,
-                    "{b}x{h}x{nq}x{nk}x{d}, mask {}: {diff}",
+                    "{b}x{heads}x{n}x{d}, mask {}: {diff}",
                     mask.is_some()
                 );
             }
         }
+        Ok(())
+    }
+
+    #[test]
+    fn rejects_a_projection_that_is_not_three_parts_of_whole_heads() -> Result<()> {
+        let qkv = Tensor::zeros((1, 4, 20), DType::F32, &Device::Cpu)?;
+        assert!(self_attention(&qkv, 3, 1.0, None).is_err());
         Ok(())
     }
 }
