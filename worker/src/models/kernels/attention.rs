@@ -32,6 +32,10 @@ pub fn self_attention(
     scale: f64,
     mask: Option<&Tensor>,
 ) -> Result<Tensor> {
+    let (b, n, c3) = qkv.dims3()?;
+    if heads == 0 || c3 % (3 * heads) != 0 {
+        bail!("self-attention: {c3} values per token are not 3 × {heads} heads");
+    }
     if qkv.device().is_cpu() && qkv.dtype() == DType::F32 {
         let mask = match mask {
             Some(m) => Some(m.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?),
@@ -43,7 +47,6 @@ pub fn self_attention(
             mask,
         });
     }
-    let (b, n, c3) = qkv.dims3()?;
     let c = c3 / 3;
     let qkv = qkv
         .reshape((b, n, 3, heads, c / heads))?
@@ -84,10 +87,8 @@ impl CustomOp1 for SelfAttention {
         let &[b, n, c3] = layout.dims() else {
             bail!("self-attention takes [B, N, 3·C], got {:?}", layout.dims());
         };
+        // `self_attention` checked that the heads divide the projection.
         let heads = self.heads;
-        if heads == 0 || c3 % (3 * heads) != 0 {
-            bail!("self-attention: {c3} values per token are not 3 × {heads} heads");
-        }
         let (c, d) = (c3 / 3, c3 / 3 / heads);
         if let Some(mask) = &self.mask
             && mask.len() != n * n
@@ -221,6 +222,7 @@ mod tests {
     fn rejects_a_projection_that_is_not_three_parts_of_whole_heads() -> Result<()> {
         let qkv = Tensor::zeros((1, 4, 20), DType::F32, &Device::Cpu)?;
         assert!(self_attention(&qkv, 3, 1.0, None).is_err());
+        assert!(self_attention(&qkv, 0, 1.0, None).is_err());
         Ok(())
     }
 }
