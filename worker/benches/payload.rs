@@ -9,7 +9,7 @@
 
 use std::{path::Path, process::Command};
 
-use candle_core::Device;
+use candle_core::{DType, Device};
 use schema::{Frame, FrameJob, ObjectRef, Payload};
 use worker::models::{
     EffnetEncoder, Images, Model,
@@ -113,7 +113,7 @@ fn main() -> anyhow::Result<()> {
         max_tokens: 20,
         min_tokens: 20,
     };
-    let blip = Captioner::load("blip-tiny", &fixture, &Device::Cpu, "", limits)?;
+    let blip = Captioner::load("blip-tiny", &fixture, &Device::Cpu, "", limits, DType::F32)?;
     let blip_side = blip.image_size();
     let blip_raw = frames(blip_side)?;
     let caption = |pixels: &[u8]| {

@@ -58,6 +58,7 @@ pub fn run(args: &CaptionArgs) -> anyhow::Result<()> {
         &at.device,
         &args.caption.prompt,
         load::limits(&args.caption),
+        args.caption.dtype.dtype(),
     )
     .with_context(|| format!("cannot load the model in {}", at.dir.display()))?;
     let size = captioner.image_size();

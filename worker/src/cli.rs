@@ -1,6 +1,7 @@
 use std::path::PathBuf;
 
-use clap::{ArgGroup, Args, Parser, Subcommand, builder::PossibleValuesParser};
+use candle_core::DType;
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum, builder::PossibleValuesParser};
 
 /// Framefleet worker: runs one model on one device for one task queue.
 ///
@@ -238,6 +239,27 @@ pub struct CaptionOptions {
     /// Tokens generated per caption at most.
     #[arg(long, env = "FF_MAX_TOKENS", default_value_t = 30, value_parser = clap::value_parser!(u16).range(1..))]
     pub max_tokens: u16,
+
+    /// The captioner's weights and arithmetic. bf16 is for GPUs (tensor
+    /// cores, half the memory; BENCHMARKS.md, GPU); on the CPU it runs on
+    /// candle's generic ops, several times slower than f32's own kernels.
+    #[arg(long, env = "FF_DTYPE", value_enum, default_value_t = Precision::F32)]
+    pub dtype: Precision,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Precision {
+    F32,
+    Bf16,
+}
+
+impl Precision {
+    pub fn dtype(self) -> DType {
+        match self {
+            Self::F32 => DType::F32,
+            Self::Bf16 => DType::BF16,
+        }
+    }
 }
 
 #[derive(Debug, Args)]

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::{
     caption::read_image,
-    cli::{CaptionOptions, EmbedArgs},
+    cli::{CaptionOptions, EmbedArgs, Precision},
     heads, load,
     models::Images,
 };
@@ -77,6 +77,7 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<()> {
     let caption = CaptionOptions {
         prompt: String::new(),
         max_tokens: 1,
+        dtype: Precision::F32,
     };
     let spec = schema::known_task(&task).with_context(|| format!("unknown task {task}"))?;
     let (model, _) = load::model_for_task(&task, &args.model, &caption)?;

@@ -67,6 +67,7 @@ pub fn model_for_task(
         name: at.name,
         prompt: caption.prompt.clone(),
         limits: limits(caption),
+        dtype: caption.dtype.dtype(),
     };
     let model = models::load(backend, &at.dir, &at.device, &opts)
         .with_context(|| format!("cannot load the model in {}", at.dir.display()))?;

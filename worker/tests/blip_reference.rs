@@ -89,7 +89,7 @@ fn limits(e: &Expected) -> Limits {
 fn vision_and_first_step_logits_match_transformers() -> candle_core::Result<()> {
     let e = expected();
     let pixels = crops(&e);
-    let blip = Blip::load(&fixture(), &Device::Cpu).expect("fixture loads");
+    let blip = Blip::load(&fixture(), &Device::Cpu, DType::F32).expect("fixture loads");
     let reference =
         candle_core::safetensors::load(fixture().join("expected.safetensors"), &Device::Cpu)?;
 
@@ -111,7 +111,7 @@ fn vision_and_first_step_logits_match_transformers() -> candle_core::Result<()> 
 fn greedy_ids_match_generate_at_every_batch_size() -> candle_core::Result<()> {
     let e = expected();
     let pixels = crops(&e);
-    let blip = Blip::load(&fixture(), &Device::Cpu).expect("fixture loads");
+    let blip = Blip::load(&fixture(), &Device::Cpu, DType::F32).expect("fixture loads");
     let lengths: Vec<usize> = e.ids.iter().map(Vec::len).collect();
     assert!(
         lengths.contains(&e.max_new_tokens) && lengths.iter().any(|&l| l < e.max_new_tokens / 2),
@@ -144,8 +144,15 @@ fn captioner_decodes_with_the_prompt_like_transformers() {
         ("", &e.ids, &e.captions),
         (e.prompt.as_str(), &e.prompted_ids, &e.prompted_captions),
     ] {
-        let captioner = Captioner::load("tiny", &fixture(), &Device::Cpu, prompt, limits(&e))
-            .expect("fixture loads");
+        let captioner = Captioner::load(
+            "tiny",
+            &fixture(),
+            &Device::Cpu,
+            prompt,
+            limits(&e),
+            DType::F32,
+        )
+        .expect("fixture loads");
         let got = captioner.caption(images).expect("captions");
         let got_ids: Vec<_> = got.iter().map(|c| c.token_ids.clone()).collect();
         let got_text: Vec<_> = got.iter().map(|c| c.caption.clone()).collect();
@@ -158,7 +165,7 @@ fn captioner_decodes_with_the_prompt_like_transformers() {
 fn min_tokens_holds_back_sep_and_max_tokens_cuts() -> candle_core::Result<()> {
     let e = expected();
     let pixels = crops(&e);
-    let blip = Blip::load(&fixture(), &Device::Cpu).expect("fixture loads");
+    let blip = Blip::load(&fixture(), &Device::Cpu, DType::F32).expect("fixture loads");
     let forced = blip.caption(
         &rgb(&pixels, 0..8),
         &[],
@@ -177,5 +184,50 @@ fn min_tokens_holds_back_sep_and_max_tokens_cuts() -> candle_core::Result<()> {
         let n = free.len().min(12);
         assert_eq!(&forced[row][..n], &free[..n], "row {row}");
     }
+    Ok(())
+}
+
+/// bf16, the GPU's precision, run on the CPU's generic ops: the same
+/// weights cast give image tokens and first-step logits within bf16's
+/// rounding (8-bit mantissa: up to 0.4 % per rounding, a few dozen
+/// roundings deep; rounding the weights alone moves the image tokens by
+/// 0.2 % on average), and a forced-length caption of every row.
+#[test]
+fn bf16_follows_f32_within_its_rounding() -> candle_core::Result<()> {
+    let e = expected();
+    let pixels = crops(&e);
+    let full = Blip::load(&fixture(), &Device::Cpu, DType::F32).expect("fixture loads");
+    let half = Blip::load(&fixture(), &Device::Cpu, DType::BF16).expect("fixture loads");
+    let images = rgb(&pixels, 0..3);
+    let bos = Tensor::new(&[[full.specials.bos]; 3], &Device::Cpu)?;
+    let outputs = |blip: &Blip| -> candle_core::Result<(Tensor, Tensor)> {
+        let embeds = blip.vision.forward(&blip.vision.normalise(&images)?)?;
+        let mut ctx = blip.decoder.image_context(&embeds, 1)?;
+        let logits = blip.decoder.step(&bos, &mut ctx)?;
+        Ok((embeds.to_dtype(DType::F32)?, logits.to_dtype(DType::F32)?))
+    };
+    let (full_embeds, full_logits) = outputs(&full)?;
+    let (half_embeds, half_logits) = outputs(&half)?;
+    assert_eq!(half.decoder.dtype(), DType::BF16);
+    for (what, a, b) in [
+        ("image tokens", &full_embeds, &half_embeds),
+        ("logits", &full_logits, &half_logits),
+    ] {
+        let size = a.abs()?.mean_all()?.to_scalar::<f32>()?;
+        let diff = (a - b)?.abs()?.mean_all()?.to_scalar::<f32>()?;
+        assert!(
+            diff <= 0.08 * size,
+            "{what}: bf16 differs by {diff} on average, values average {size}"
+        );
+    }
+    let forced = half.caption(
+        &rgb(&pixels, 0..8),
+        &[],
+        Limits {
+            max_tokens: 6,
+            min_tokens: 6,
+        },
+    )?;
+    assert!(forced.iter().all(|ids| ids.len() == 6), "{forced:?}");
     Ok(())
 }

@@ -13,7 +13,7 @@ use std::{
     process::Command,
 };
 
-use candle_core::Device;
+use candle_core::{DType, Device};
 use schema::Fit;
 use serde::Deserialize;
 use worker::models::{self, Backend, Images, LoadOptions, Model, blip::Limits, files::ModelError};
@@ -84,6 +84,7 @@ fn encoder(dir: &Path, task: &str) -> Result<Box<dyn Model>, ModelError> {
             max_tokens: 1,
             min_tokens: 0,
         },
+        dtype: DType::F32,
     };
     let backend = Backend::for_task(task).expect("a backend");
     models::load(backend, dir, &Device::Cpu, &opts)

@@ -115,6 +115,8 @@ pub struct LoadOptions {
     /// Text every caption starts with.
     pub prompt: String,
     pub limits: blip::Limits,
+    /// A captioner's weights and arithmetic (encoders are f32).
+    pub dtype: candle_core::DType,
 }
 
 pub fn load(
@@ -134,6 +136,7 @@ pub fn load(
             device,
             &opts.prompt,
             opts.limits,
+            opts.dtype,
         )?),
     })
 }

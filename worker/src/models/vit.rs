@@ -57,7 +57,9 @@ impl PatchEmbedding {
     pub fn forward(&self, pixels: &Tensor) -> Result<Tensor> {
         let (b, height, width, _) = pixels.dims4()?;
         let (p, gh, gw) = (self.patch, height / self.patch, width / self.patch);
+        // Normalised pixels are f32; a half-precision model takes them in its own.
         let patches = pixels
+            .to_dtype(self.weight.dtype())?
             .reshape((b * gh, p, gw, p, 3))?
             .permute((0, 2, 4, 1, 3))?
             .reshape((b * gh * gw, 3 * p * p))?;

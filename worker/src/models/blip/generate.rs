@@ -72,11 +72,11 @@ pub fn generate(
     Ok(captions)
 }
 
-/// `[vocab]` zeros with −∞ at `[SEP]`.
+/// `[vocab]` zeros with −∞ at `[SEP]`, in the logits' dtype.
 fn sep_suppressor(decoder: &TextDecoder, sep: u32, device: &Device) -> Result<Tensor> {
     let mut mask = vec![0f32; decoder.vocab_size()];
     if let Some(m) = mask.get_mut(sep as usize) {
         *m = f32::NEG_INFINITY;
     }
-    Tensor::from_vec(mask, decoder.vocab_size(), device)
+    Tensor::from_vec(mask, decoder.vocab_size(), device)?.to_dtype(decoder.dtype())
 }

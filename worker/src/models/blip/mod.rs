@@ -35,7 +35,8 @@ pub struct Blip {
 }
 
 impl Blip {
-    pub fn load(dir: &Path, device: &Device) -> Result<Self, ModelError> {
+    /// In `dtype`, whatever the checkpoint's own.
+    pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Self, ModelError> {
         let cfg = read_config::<Config>(dir)?
             .resolve()
             .map_err(ModelError::Mismatch)?;
@@ -45,7 +46,7 @@ impl Blip {
             source,
         };
         let tensors = candle_core::safetensors::load(&weights, device).map_err(load)?;
-        Self::new(&cfg, VarBuilder::from_tensors(tensors, DType::F32, device)).map_err(load)
+        Self::new(&cfg, VarBuilder::from_tensors(tensors, dtype, device)).map_err(load)
     }
 
     /// Builds the model from `vb`, named as in a transformers checkpoint.
@@ -103,8 +104,9 @@ impl Captioner {
         device: &Device,
         prompt: &str,
         limits: Limits,
+        dtype: DType,
     ) -> Result<Self, ModelError> {
-        let blip = Blip::load(dir, device)?;
+        let blip = Blip::load(dir, device, dtype)?;
         let path = dir.join("tokenizer.json");
         let unusable =
             |e| ModelError::Mismatch(format!("{} is not a usable tokenizer: {e}", path.display()));

@@ -6,25 +6,19 @@
 //! the image tokens are computed once per batch (`ImageContext`) instead of
 //! at every step as transformers and candle-transformers do.
 
-use candle_core::{Module, Result, Tensor};
+use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{Embedding, LayerNorm, VarBuilder, embedding, kv_cache::KvCache, layer_norm};
 
 use super::config::TextConfig;
 use crate::models::kernels::{
+    heads::{merge_heads, split_heads},
     linear::{Activation, Linear},
     softmax::softmax_last_dim,
 };
 
-fn split_heads(x: &Tensor, heads: usize) -> Result<Tensor> {
-    let (b, n, c) = x.dims3()?;
-    x.reshape((b, n, heads, c / heads))?
-        .transpose(1, 2)?
-        .contiguous()
-}
-
-fn merge_heads(x: &Tensor) -> Result<Tensor> {
-    let (b, h, n, d) = x.dims4()?;
-    x.transpose(1, 2)?.reshape((b, n, h * d))
+/// `[B, N, H·D]` → `[B, H, N, D]`, times `scale`.
+fn split(x: &Tensor, heads: usize, scale: f64) -> Result<Tensor> {
+    Ok(split_heads(x, 1, heads, scale)?.remove(0))
 }
 
 fn attend(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
@@ -103,14 +97,14 @@ impl Layer {
         image: &(Tensor, Tensor),
         mask: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let q = split_heads(&(self.query.forward(x)? * self.scale)?, self.heads)?;
-        let k = split_heads(&self.key.forward(x)?, self.heads)?;
-        let v = split_heads(&self.value.forward(x)?, self.heads)?;
+        let q = split(&self.query.forward(x)?, self.heads, self.scale)?;
+        let k = split(&self.key.forward(x)?, self.heads, 1.0)?;
+        let v = split(&self.value.forward(x)?, self.heads, 1.0)?;
         let (k, v) = cache.append(&k, &v)?;
         let attended = merge_heads(&attend(&q, &k, &v, mask)?)?;
         let x = self.self_out.forward(&attended, x)?;
 
-        let q = split_heads(&(self.cross_query.forward(&x)? * self.scale)?, self.heads)?;
+        let q = split(&self.cross_query.forward(&x)?, self.heads, self.scale)?;
         let attended = merge_heads(&attend(&q, &image.0, &image.1, None)?)?;
         let x = self.cross_out.forward(&attended, &x)?;
 
@@ -187,6 +181,11 @@ impl TextDecoder {
         self.vocab_size
     }
 
+    /// The dtype of its weights, and so of its logits.
+    pub fn dtype(&self) -> DType {
+        self.lm_weight.dtype()
+    }
+
     /// Projects the image tokens `[B, N, E]` once for every layer.
     pub fn image_context(&self, image_embeds: &Tensor, max_len: usize) -> Result<ImageContext> {
         let image = self
@@ -194,8 +193,8 @@ impl TextDecoder {
             .iter()
             .map(|l| {
                 Ok((
-                    split_heads(&l.cross_key.forward(image_embeds)?, l.heads)?,
-                    split_heads(&l.cross_value.forward(image_embeds)?, l.heads)?,
+                    split(&l.cross_key.forward(image_embeds)?, l.heads, 1.0)?,
+                    split(&l.cross_value.forward(image_embeds)?, l.heads, 1.0)?,
                 ))
             })
             .collect::<Result<_>>()?;
@@ -229,7 +228,7 @@ impl TextDecoder {
                     (0..past + t).map(move |j| if j > past + i { f32::NEG_INFINITY } else { 0.0 })
                 })
                 .collect();
-            Some(Tensor::from_vec(m, (t, past + t), device)?)
+            Some(Tensor::from_vec(m, (t, past + t), device)?.to_dtype(x.dtype())?)
         } else {
             None
         };

@@ -19,6 +19,7 @@ use rayon::prelude::*;
 
 use super::{
     gemm::{Epilogue, Packed},
+    heads::{merge_heads, split_heads},
     softmax::{softmax_last_dim, softmax_rows},
 };
 
@@ -32,7 +33,7 @@ pub fn self_attention(
     scale: f64,
     mask: Option<&Tensor>,
 ) -> Result<Tensor> {
-    let (b, n, c3) = qkv.dims3()?;
+    let (_, _, c3) = qkv.dims3()?;
     if heads == 0 || c3 % (3 * heads) != 0 {
         bail!("self-attention: {c3} values per token are not 3 × {heads} heads");
     }
@@ -47,21 +48,12 @@ pub fn self_attention(
             mask,
         });
     }
-    let c = c3 / 3;
-    let qkv = qkv
-        .reshape((b, n, 3, heads, c / heads))?
-        .permute((2, 0, 3, 1, 4))?;
-    let q = (qkv.get(0)? * scale)?.contiguous()?;
-    let k = qkv.get(1)?.contiguous()?;
-    let v = qkv.get(2)?.contiguous()?;
-    let mut scores = q.matmul(&k.t()?)?;
+    let qkv = split_heads(qkv, 3, heads, scale)?;
+    let mut scores = qkv[0].matmul(&qkv[1].t()?)?;
     if let Some(mask) = mask {
         scores = scores.broadcast_add(mask)?;
     }
-    softmax_last_dim(&scores)?
-        .matmul(&v)?
-        .transpose(1, 2)?
-        .reshape((b, n, c))
+    merge_heads(&softmax_last_dim(&scores)?.matmul(&qkv[2])?)
 }
 
 struct SelfAttention {

@@ -6,10 +6,12 @@
 //! runs a grouped convolution as one im2col + matmul per channel (1152 of
 //! them in EfficientNet-Lite0's widest layer). The loop is compiled for
 //! AVX2 + FMA and AVX-512 besides the baseline x86-64 (SSE2 only) and picked
-//! at run time (`multiversion`). Other devices use candle's grouped
-//! convolution, which is correct everywhere.
+//! at run time (`multiversion`). On CUDA devices the same loop runs as a
+//! kernel of ours (`kernels/cuda.rs`): candle's grouped convolution there
+//! is over a thousand launches for one layer. Other devices and dtypes use
+//! it, which is correct everywhere.
 
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, bail};
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, bail};
 use multiversion::{multiversion, target::target_cfg_f};
 use rayon::prelude::*;
 
@@ -30,8 +32,10 @@ pub fn depthwise_nhwc(
     stride: usize,
     relu6: bool,
 ) -> Result<Tensor> {
-    if x.device().is_cpu() {
-        return x.apply_op3_no_bwd(w, bias, &Depthwise { stride, relu6 });
+    if x.dtype() == DType::F32 && (x.device().is_cpu() || x.device().is_cuda()) {
+        return x
+            .contiguous()?
+            .apply_op3_no_bwd(w, bias, &Depthwise { stride, relu6 });
     }
     let (_, h, wd, c) = x.dims4()?;
     let k = w.dim(0)?;
@@ -70,6 +74,47 @@ pub(super) struct Geometry {
     pub relu6: bool,
 }
 
+impl Depthwise {
+    /// The layer's shape from its operands' layouts: batch, output height
+    /// and width, and what each output row needs.
+    fn geometry(
+        &self,
+        xl: &Layout,
+        wl: &Layout,
+        bl: &Layout,
+    ) -> Result<(usize, usize, usize, Geometry)> {
+        let &[batch, h, wd, c] = xl.dims() else {
+            bail!("depthwise-nhwc input must be 4-D, got {:?}", xl.dims());
+        };
+        let &[k, k2, wc] = wl.dims() else {
+            bail!(
+                "depthwise-nhwc kernel must be [K, K, C], got {:?}",
+                wl.dims()
+            );
+        };
+        if wc != c || k != k2 || bl.dims() != [c] {
+            bail!(
+                "depthwise-nhwc kernel {:?} and bias {:?} do not fit input {:?}",
+                wl.dims(),
+                bl.dims(),
+                xl.dims()
+            );
+        }
+        let s = self.stride;
+        let g = Geometry {
+            h,
+            w: wd,
+            c,
+            k,
+            stride: s,
+            top: same_padding(h, k, s).0,
+            left: same_padding(wd, k, s).0,
+            relu6: self.relu6,
+        };
+        Ok((batch, h.div_ceil(s), wd.div_ceil(s), g))
+    }
+}
+
 impl CustomOp3 for Depthwise {
     fn name(&self) -> &'static str {
         "depthwise-nhwc"
@@ -95,35 +140,8 @@ impl CustomOp3 for Depthwise {
             bail!("depthwise-nhwc needs contiguous inputs");
         };
         let (x, w, b) = (&x[x0..x1], &w[w0..w1], &b[b0..b1]);
-        let &[batch, h, wd, c] = xl.dims() else {
-            bail!("depthwise-nhwc input must be 4-D, got {:?}", xl.dims());
-        };
-        let &[k, k2, wc] = wl.dims() else {
-            bail!(
-                "depthwise-nhwc kernel must be [K, K, C], got {:?}",
-                wl.dims()
-            );
-        };
-        if wc != c || k != k2 || b.len() != c {
-            bail!(
-                "depthwise-nhwc kernel {:?} and bias {:?} do not fit input {:?}",
-                wl.dims(),
-                bl.dims(),
-                xl.dims()
-            );
-        }
-        let s = self.stride;
-        let (oh, ow) = (h.div_ceil(s), wd.div_ceil(s));
-        let g = Geometry {
-            h,
-            w: wd,
-            c,
-            k,
-            stride: s,
-            top: same_padding(h, k, s).0,
-            left: same_padding(wd, k, s).0,
-            relu6: self.relu6,
-        };
+        let (batch, oh, ow, g) = self.geometry(xl, wl, bl)?;
+        let (h, wd, c) = (g.h, g.w, g.c);
         let mut out = vec![0f32; batch * oh * ow * c];
         out.par_chunks_mut(ow * c)
             .enumerate()
@@ -132,6 +150,21 @@ impl CustomOp3 for Depthwise {
                 output_row(dst, image, h, w, b, &g, row % oh);
             });
         Ok((CpuStorage::F32(out), Shape::from((batch, oh, ow, c))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        xs: &candle_core::CudaStorage,
+        xl: &Layout,
+        ws: &candle_core::CudaStorage,
+        wl: &Layout,
+        bs: &candle_core::CudaStorage,
+        bl: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let (batch, oh, ow, g) = self.geometry(xl, wl, bl)?;
+        let y = super::cuda::depthwise_nhwc([(xs, xl), (ws, wl), (bs, bl)], batch, &g)?;
+        Ok((y, Shape::from((batch, oh, ow, g.c))))
     }
 }
 

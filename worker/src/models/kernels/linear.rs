@@ -124,6 +124,23 @@ impl Linear {
             self.act,
         )
     }
+
+    /// Off the CPU, on `[rows, in]`: candle's matmul, then the bias and the
+    /// activation (one kernel of ours on CUDA).
+    fn forward_matmul(&self, x: &Tensor) -> Result<Tensor> {
+        let y = x.matmul(&self.weight.t()?)?;
+        #[cfg(feature = "cuda")]
+        if super::cuda::serves(&y) {
+            return super::cuda::bias_act(&y, &self.bias, self.act);
+        }
+        let y = y.broadcast_add(&self.bias)?;
+        match self.act {
+            Activation::Identity => Ok(y),
+            Activation::Gelu => y.gelu_erf(),
+            Activation::QuickGelu => &y * candle_nn::ops::sigmoid(&(&y * 1.702)?)?,
+            Activation::Relu6 => y.clamp(0f32, 6f32),
+        }
+    }
 }
 
 impl Module for Linear {
@@ -139,15 +156,7 @@ impl Module for Linear {
                 packed,
                 act: self.act,
             })?,
-            _ => {
-                let y = x.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)?;
-                match self.act {
-                    Activation::Identity => y,
-                    Activation::Gelu => y.gelu_erf()?,
-                    Activation::QuickGelu => (&y * candle_nn::ops::sigmoid(&(&y * 1.702)?)?)?,
-                    Activation::Relu6 => y.clamp(0f32, 6f32)?,
-                }
-            }
+            _ => self.forward_matmul(&x)?,
         };
         let mut dims = lead.to_vec();
         dims.push(y.dim(D::Minus1)?);

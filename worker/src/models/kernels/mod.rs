@@ -1,10 +1,14 @@
 //! CPU kernels the model families share, where candle's ops are the limit:
-//! each falls back to candle's ops on other devices.
+//! each falls back to candle's ops on other devices. `cuda.rs` holds the
+//! few that also run on CUDA devices.
 
 pub mod attention;
+#[cfg(feature = "cuda")]
+mod cuda;
 pub mod depthwise;
 pub mod exp;
 pub mod gemm;
+pub mod heads;
 pub mod im2col;
 pub mod linear;
 mod lines;

@@ -1,0 +1,266 @@
+//! Throughput on a GPU, for the GPU table: BLIP captioning at the
+//! real shapes of `blip-image-captioning-base` and `-large` (random
+//! weights, exactly GPU_STEPS generated tokens per image, greedy) and
+//! EfficientNet-Lite0 embedding (the converted model in FF_MODEL_DIR, as
+//! the worker runs it: u8 pixels in, embeddings and top-5 labels out), at
+//! GPU batch sizes; for BLIP also the image encoder alone, to split the
+//! time. scripts/bench_gpu.sh runs PyTorch on the same GPU beside it
+//! (scripts/bench_gpu_torch.py) and prints both.
+//!
+//! Built for CUDA by `scripts/build-cuda.sh` (the `bench-gpu-cuda.gz` it
+//! writes); runs on any candle device, so `GPU_DEVICE=cpu GPU_TINY=1`
+//! checks the benchmark itself on a machine without a GPU.
+//!
+//! Env: GPU_DEVICE (cuda:0), GPU_BLIP (base,large), GPU_DTYPES (f32,bf16),
+//! GPU_BATCHES (8,32,64), GPU_STEPS (20), GPU_EFFNET_BATCHES (8,64,256;
+//! empty skips), GPU_SECONDS (2: each row runs whole batches for at least
+//! this long, after one untimed batch), GPU_TINY (a 2-layer BLIP).
+
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use worker::models::{
+    EffnetEncoder, Images, Model,
+    blip::{Blip, Config, Limits, TextConfig, VisionConfig},
+};
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.into())
+}
+
+fn list<T: std::str::FromStr>(name: &str, default: &str) -> anyhow::Result<Vec<T>>
+where
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    env_or(name, default)
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().with_context(|| format!("{name}: {s:?}")))
+        .collect()
+}
+
+/// transformers' configs of the two public checkpoints; `tiny` keeps their
+/// input and vocabulary with two narrow layers per tower.
+fn blip_config(name: &str, tiny: bool) -> anyhow::Result<Config> {
+    let (vision, text) = match name {
+        "base" => (VisionConfig::default(), TextConfig::default()),
+        "large" => (
+            VisionConfig {
+                hidden_size: 1024,
+                intermediate_size: 4096,
+                num_hidden_layers: 24,
+                num_attention_heads: 16,
+                ..VisionConfig::default()
+            },
+            TextConfig::default(),
+        ),
+        other => anyhow::bail!("GPU_BLIP: {other:?} is neither base nor large"),
+    };
+    let text = TextConfig {
+        num_attention_heads: 12,
+        ..text
+    };
+    let cfg = if tiny {
+        Config {
+            vision_config: VisionConfig {
+                hidden_size: 64,
+                intermediate_size: 128,
+                num_hidden_layers: 2,
+                num_attention_heads: 4,
+                ..vision
+            },
+            text_config: TextConfig {
+                hidden_size: 64,
+                intermediate_size: 128,
+                num_hidden_layers: 2,
+                num_attention_heads: 4,
+                ..text
+            },
+        }
+    } else {
+        Config {
+            vision_config: vision,
+            text_config: text,
+        }
+    };
+    cfg.resolve().map_err(anyhow::Error::msg)
+}
+
+fn dtype(name: &str) -> anyhow::Result<DType> {
+    Ok(match name {
+        "f32" => DType::F32,
+        "bf16" => DType::BF16,
+        other => anyhow::bail!("GPU_DTYPES: {other:?} is neither f32 nor bf16"),
+    })
+}
+
+/// Deterministic images with structure (gradients and stripes).
+fn images(count: usize, size: usize) -> Vec<u8> {
+    let mut px = Vec::with_capacity(count * size * size * 3);
+    for i in 0..count {
+        for y in 0..size {
+            for x in 0..size {
+                px.extend([
+                    ((x * (i + 1)) % 256) as u8,
+                    ((y * 3 + i * 40) % 256) as u8,
+                    (((x / 8 + y / 8 + i) % 2) * 200) as u8,
+                ]);
+            }
+        }
+    }
+    px
+}
+
+/// Images per second of `run` on whole batches of `batch`: one untimed
+/// batch, then batches until `min` has passed (two at least).
+fn rate(
+    batch: usize,
+    min: Duration,
+    mut run: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<f64> {
+    run()?;
+    let started = Instant::now();
+    let mut done = 0;
+    while done < 2 || started.elapsed() < min {
+        run()?;
+        done += 1;
+    }
+    Ok((done * batch) as f64 / started.elapsed().as_secs_f64())
+}
+
+fn row(model: &str, dtype: &str, batch: usize, rate: f64, extra: &str) {
+    println!("| ours | {model} | {dtype} | {batch} | {rate:.1} | {extra} |");
+}
+
+fn blip(
+    device: &Device,
+    name: &str,
+    dtypes: &[String],
+    batches: &[usize],
+    steps: usize,
+    min: Duration,
+) -> anyhow::Result<()> {
+    let tiny = std::env::var_os("GPU_TINY").is_some();
+    let cfg = blip_config(name, tiny)?;
+    let size = cfg.vision_config.image_size;
+    // Random f32 weights made on the device once; each dtype is a cast of
+    // them, as a checkpoint loaded in that dtype would be.
+    let varmap = VarMap::new();
+    Blip::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, device))?;
+    let weights: HashMap<String, Tensor> = varmap
+        .data()
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned VarMap"))?
+        .iter()
+        .map(|(name, var)| (name.clone(), var.as_tensor().clone()))
+        .collect();
+    let largest = batches.iter().copied().max().unwrap_or(1);
+    let rgb = Tensor::from_vec(
+        images(largest, size),
+        (largest, size, size, 3),
+        &Device::Cpu,
+    )?;
+    let limits = Limits {
+        max_tokens: steps,
+        min_tokens: steps,
+    };
+    let label = format!("blip-{name}{}", if tiny { "-tiny" } else { "" });
+    let mut all_ran = true;
+    for name_dtype in dtypes {
+        // A dtype the device cannot run is reported, and the rest go on.
+        let run = || -> anyhow::Result<()> {
+            let dt = dtype(name_dtype)?;
+            let cast = weights
+                .iter()
+                .map(|(n, t)| Ok((n.clone(), t.to_dtype(dt)?)))
+                .collect::<candle_core::Result<HashMap<_, _>>>()?;
+            let model = Blip::new(&cfg, VarBuilder::from_tensors(cast, dt, device))?;
+            for &batch in batches {
+                // The worker's path: u8 pixels copied to the device per batch.
+                let pixels = rgb.narrow(0, 0, batch)?;
+                let r = rate(batch, min, || {
+                    let ids = model.caption(&pixels.to_device(device)?, &[], limits)?;
+                    anyhow::ensure!(ids.iter().all(|c| c.len() == steps), "short caption");
+                    Ok(())
+                })?;
+                // The image encoder alone, to split the time.
+                let vision = rate(batch, min, || {
+                    let rgb = pixels.to_device(device)?;
+                    let tokens = model.vision.forward(&model.vision.normalise(&rgb)?)?;
+                    tokens.sum_all()?.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+                    Ok(())
+                })?;
+                let split = format!(
+                    "{:.0} tokens/s; image encoder alone {vision:.0} images/s",
+                    r * steps as f64
+                );
+                row(&label, name_dtype, batch, r, &split);
+            }
+            Ok(())
+        };
+        if let Err(e) = run() {
+            println!("| ours | {label} | {name_dtype} | | failed | {e:#} |");
+            all_ran = false;
+        }
+    }
+    anyhow::ensure!(all_ran, "a dtype failed (its row says why)");
+    Ok(())
+}
+
+fn effnet(device: &Device, batches: &[usize], min: Duration) -> anyhow::Result<()> {
+    let dir = PathBuf::from(
+        std::env::var_os("FF_MODEL_DIR")
+            .context("FF_MODEL_DIR: the converted EfficientNet-Lite0")?,
+    );
+    let model = EffnetEncoder::load(&dir, device)?;
+    let (width, height) = model.input_size();
+    let largest = batches.iter().copied().max().unwrap_or(1);
+    let pixels = images(largest, width.max(height));
+    for &batch in batches {
+        let r = rate(batch, min, || {
+            let out = model.infer(Images {
+                pixels: &pixels[..batch * width * height * 3],
+                count: batch,
+                width,
+                height,
+            })?;
+            anyhow::ensure!(out.embeddings.len() == batch * out.dim, "short output");
+            Ok(())
+        })?;
+        row("efficientnet-lite0", "f32", batch, r, "");
+    }
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    worker::heap::keep_freed_buffers();
+    let device = worker::device::parse(&env_or("GPU_DEVICE", "cuda:0"))?;
+    let dtypes: Vec<String> = list("GPU_DTYPES", "f32,bf16")?;
+    let batches: Vec<usize> = list("GPU_BATCHES", "8,32,64")?;
+    let steps: usize = env_or("GPU_STEPS", "20").parse().context("GPU_STEPS")?;
+    let min = Duration::from_secs_f64(env_or("GPU_SECONDS", "2").parse().context("GPU_SECONDS")?);
+    println!("| implementation | model | dtype | batch | images/s | |");
+    println!("|---|---|---|---:|---:|---|");
+    let mut failed = false;
+    for name in list::<String>("GPU_BLIP", "base,large")? {
+        if let Err(e) = blip(&device, &name, &dtypes, &batches, steps, min) {
+            println!("| ours | blip-{name} | | | failed | {e:#} |");
+            failed = true;
+        }
+    }
+    let effnet_batches: Vec<usize> = list("GPU_EFFNET_BATCHES", "8,64,256")?;
+    if !effnet_batches.is_empty()
+        && let Err(e) = effnet(&device, &effnet_batches, min)
+    {
+        println!("| ours | efficientnet-lite0 | f32 | | failed | {e:#} |");
+        failed = true;
+    }
+    anyhow::ensure!(!failed, "some rows failed");
+    Ok(())
+}
