@@ -14,7 +14,10 @@
 //! Env: GPU_DEVICE (cuda:0), GPU_BLIP (base,large), GPU_DTYPES (f32,bf16),
 //! GPU_BATCHES (8,32,64), GPU_STEPS (20), GPU_EFFNET_BATCHES (8,64,256;
 //! empty skips), GPU_SECONDS (2: each row runs whole batches for at least
-//! this long, after one untimed batch), GPU_TINY (a 2-layer BLIP).
+//! this long, after one untimed batch), GPU_TINY (a 2-layer BLIP),
+//! GPU_LAYER_OPS (a batch size: then also each op of one BLIP-large
+//! image-encoder layer timed alone at that batch, in each dtype, to show
+//! where the encoder's time goes).
 
 use std::{
     collections::HashMap,
@@ -23,11 +26,16 @@ use std::{
 };
 
 use anyhow::Context;
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use worker::models::{
     EffnetEncoder, Images, Model,
     blip::{Blip, Config, Limits, TextConfig, VisionConfig},
+    kernels::{
+        heads::{merge_heads, split_heads},
+        linear::{Activation, Linear},
+        softmax::softmax_last_dim,
+    },
 };
 
 fn env_or(name: &str, default: &str) -> String {
@@ -238,6 +246,137 @@ fn effnet(device: &Device, batches: &[usize], min: Duration) -> anyhow::Result<(
     Ok(())
 }
 
+/// Milliseconds per call of `op`, the device synchronised around 20 calls
+/// after 3 untimed ones.
+fn millis(
+    device: &Device,
+    mut op: impl FnMut() -> candle_core::Result<Tensor>,
+) -> anyhow::Result<f64> {
+    for _ in 0..3 {
+        op()?;
+    }
+    device.synchronize()?;
+    let started = Instant::now();
+    for _ in 0..20 {
+        op()?;
+    }
+    device.synchronize()?;
+    Ok(started.elapsed().as_secs_f64() * 1e3 / 20.0)
+}
+
+/// Each op of one BLIP-large image-encoder layer (pre-norm ViT-L/16 at
+/// 384², 577 tokens) alone, on random values: the encoder's time split by
+/// op. The layer runs 2 norms, 4 dense layers, the heads' split, two
+/// batched products with a softmax between, the merge and 2 residual adds.
+fn layer_ops(device: &Device, dt: DType, name: &str, batch: usize) -> anyhow::Result<()> {
+    let (tokens, hidden, heads, mlp) = (577, 1024, 16, 4096);
+    let rows = batch * tokens;
+    let rand = |shape: &[usize]| Tensor::randn(0f32, 0.5, shape, device)?.to_dtype(dt);
+    let dense = |i: usize, o: usize, act| Linear::new(rand(&[o, i])?, rand(&[o])?, act);
+    let x = rand(&[batch, tokens, hidden])?;
+    let (gamma, beta) = (rand(&[hidden])?, rand(&[hidden])?);
+    let (qkv, out) = (
+        dense(hidden, 3 * hidden, Activation::Identity)?,
+        dense(hidden, hidden, Activation::Identity)?,
+    );
+    let (fc1, fc2) = (
+        dense(hidden, mlp, Activation::Gelu)?,
+        dense(mlp, hidden, Activation::Identity)?,
+    );
+    let projected = qkv.forward(&x)?;
+    let parts = split_heads(&projected, 3, heads, 0.125)?;
+    let scores = parts[0].matmul(&parts[1].t()?)?;
+    let probs = softmax_last_dim(&scores)?;
+    let attended = probs.matmul(&parts[2])?;
+    let wide = rand(&[batch, tokens, mlp])?;
+    let (flat, w_qkv) = (x.reshape((rows, hidden))?, rand(&[3 * hidden, hidden])?);
+    let gemm = |n: usize, k: usize| 2.0 * (rows * n * k) as f64;
+    let ops: Vec<(&str, f64, f64)> = vec![
+        (
+            "layer norm",
+            millis(device, || {
+                candle_nn::ops::layer_norm(&x, &gamma, &beta, 1e-5)
+            })?,
+            0.0,
+        ),
+        (
+            "q,k,v GEMM alone",
+            millis(device, || flat.matmul(&w_qkv.t()?))?,
+            gemm(3 * hidden, hidden),
+        ),
+        (
+            "q,k,v dense (GEMM + bias)",
+            millis(device, || qkv.forward(&x))?,
+            gemm(3 * hidden, hidden),
+        ),
+        (
+            "split into heads",
+            millis(device, || {
+                Ok(split_heads(&projected, 3, heads, 0.125)?.remove(0))
+            })?,
+            0.0,
+        ),
+        (
+            "q·kᵀ",
+            millis(device, || parts[0].matmul(&parts[1].t()?))?,
+            2.0 * (batch * heads * tokens * tokens * 64) as f64,
+        ),
+        (
+            "softmax",
+            millis(device, || softmax_last_dim(&scores))?,
+            0.0,
+        ),
+        (
+            "p·v",
+            millis(device, || probs.matmul(&parts[2]))?,
+            2.0 * (batch * heads * tokens * tokens * 64) as f64,
+        ),
+        (
+            "merge heads",
+            millis(device, || merge_heads(&attended))?,
+            0.0,
+        ),
+        (
+            "output dense",
+            millis(device, || out.forward(&x))?,
+            gemm(hidden, hidden),
+        ),
+        ("residual add", millis(device, || &x + &x)?, 0.0),
+        (
+            "MLP up dense + GELU",
+            millis(device, || fc1.forward(&x))?,
+            gemm(mlp, hidden),
+        ),
+        (
+            "MLP down dense",
+            millis(device, || fc2.forward(&wide))?,
+            gemm(hidden, mlp),
+        ),
+    ];
+    // Per layer: every op once, but 2 norms and 2 residual adds.
+    let twice = ["layer norm", "residual add"];
+    let total: f64 = ops
+        .iter()
+        .filter(|(op, ..)| *op != "q,k,v GEMM alone")
+        .map(|(op, ms, _)| if twice.contains(op) { 2.0 * ms } else { *ms })
+        .sum();
+    println!(
+        "\nOne BLIP-large encoder layer, {name}, batch {batch} ({rows} tokens): each op alone"
+    );
+    println!("| op | ms | TFLOP/s |");
+    println!("|---|---:|---:|");
+    for (op, ms, flop) in &ops {
+        let rate = if *flop > 0.0 {
+            format!("{:.1}", flop / ms / 1e9)
+        } else {
+            String::new()
+        };
+        println!("| {op} | {ms:.3} | {rate} |");
+    }
+    println!("| the layer (sum; norms and adds twice) | {total:.3} | |");
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     worker::heap::keep_freed_buffers();
     let device = worker::device::parse(&env_or("GPU_DEVICE", "cuda:0"))?;
@@ -260,6 +399,17 @@ fn main() -> anyhow::Result<()> {
     {
         println!("| ours | efficientnet-lite0 | f32 | | failed | {e:#} |");
         failed = true;
+    }
+    if let Some(batch) = std::env::var("GPU_LAYER_OPS")
+        .ok()
+        .and_then(|b| b.parse().ok())
+    {
+        for name in &dtypes {
+            if let Err(e) = layer_ops(&device, dtype(name)?, name, batch) {
+                println!("layer ops, {name}: failed: {e:#}");
+                failed = true;
+            }
+        }
     }
     anyhow::ensure!(!failed, "some rows failed");
     Ok(())
