@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: installs what is missing, starts RabbitMQ and an S3
-# server, builds the binaries, then `cargo test` for the whole workspace.
+# server, builds the binaries, then `cargo test` for the whole workspace,
+# then type-checks the `cuda` feature (scripts/build-cuda.sh --check).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$root/scripts/setup.sh"
@@ -32,3 +33,5 @@ fi
 
 cargo build --workspace --bins
 cargo test --workspace "$@"
+# The `cuda` feature's code, which no test here runs (no GPU): type-checked.
+"$root/scripts/build-cuda.sh" --check
