@@ -187,11 +187,12 @@ fn min_tokens_holds_back_sep_and_max_tokens_cuts() -> candle_core::Result<()> {
     Ok(())
 }
 
-/// bf16, the GPU's precision, run on the CPU's generic ops: the same
-/// weights cast give image tokens and first-step logits within bf16's
-/// rounding (8-bit mantissa: up to 0.4 % per rounding, a few dozen
-/// roundings deep; rounding the weights alone moves the image tokens by
-/// 0.2 % on average), and a forced-length caption of every row.
+/// bf16, the GPU's precision, run on the CPU: the same weights cast give
+/// image tokens and first-step logits within 2 % of f32's on average,
+/// twice what transformers' own bf16 forward shows on this fixture and
+/// these crops (0.63 % and 0.97 %; ours 0.69 % and 1.14 %; a softmax
+/// summed in bf16 made it 4.7 % and 6.4 %), and a forced-length caption
+/// of every row.
 #[test]
 fn bf16_follows_f32_within_its_rounding() -> candle_core::Result<()> {
     let e = expected();
@@ -216,7 +217,7 @@ fn bf16_follows_f32_within_its_rounding() -> candle_core::Result<()> {
         let size = a.abs()?.mean_all()?.to_scalar::<f32>()?;
         let diff = (a - b)?.abs()?.mean_all()?.to_scalar::<f32>()?;
         assert!(
-            diff <= 0.08 * size,
+            diff <= 0.02 * size,
             "{what}: bf16 differs by {diff} on average, values average {size}"
         );
     }

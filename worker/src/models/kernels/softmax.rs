@@ -1,6 +1,6 @@
 //! Softmax over the last dimension on the CPU, vectorised (`kernels/exp.rs`),
 //! for attention scores. candle-nn's `softmax_last_dim` calls libm's `expf`
-//! one value at a time. Other devices and dtypes use candle-nn's.
+//! one value at a time. Other devices use candle-nn's.
 
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor, bail};
 use multiversion::multiversion;
@@ -13,10 +13,16 @@ const CHUNK: usize = 16 * 1024;
 
 /// `softmax(x)` along the last dimension.
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
-    if x.device().is_cpu() && x.dtype() == DType::F32 && x.rank() > 0 {
+    if !x.device().is_cpu() || x.rank() == 0 {
+        return candle_nn::ops::softmax_last_dim(x);
+    }
+    if x.dtype() == DType::F32 {
         return x.contiguous()?.apply_op1_no_bwd(&Softmax);
     }
-    candle_nn::ops::softmax_last_dim(x)
+    // Half precision in f32: candle-nn's CPU softmax sums in the input's
+    // dtype, 4.6 % off on average for bf16 rows of 577 (PyTorch's, and
+    // candle's CUDA kernel, sum in f32).
+    softmax_last_dim(&x.to_dtype(DType::F32)?)?.to_dtype(x.dtype())
 }
 
 struct Softmax;
