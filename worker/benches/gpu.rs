@@ -143,7 +143,7 @@ fn rate(
 }
 
 fn row(model: &str, dtype: &str, batch: usize, rate: f64, extra: &str) {
-    println!("| ours | {model} | {dtype} | {batch} | {rate:.1} | {extra} |");
+    println!("| ours | {model} | {dtype} | {batch} | {rate:.2} | {extra} |");
 }
 
 fn blip(
@@ -205,7 +205,7 @@ fn blip(
                     Ok(())
                 })?;
                 let split = format!(
-                    "{:.0} tokens/s; image encoder alone {vision:.0} images/s",
+                    "{:.1} tokens/s; image encoder alone {vision:.2} images/s",
                     r * steps as f64
                 );
                 row(&label, name_dtype, batch, r, &split);

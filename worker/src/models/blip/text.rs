@@ -11,6 +11,7 @@ use candle_nn::{Embedding, LayerNorm, VarBuilder, embedding, kv_cache::KvCache, 
 
 use super::config::TextConfig;
 use crate::models::kernels::{
+    attention::PackedKv,
     heads::{merge_heads, split_heads},
     linear::{Activation, Linear},
     softmax::softmax_last_dim,
@@ -94,7 +95,7 @@ impl Layer {
         &self,
         x: &Tensor,
         cache: &mut KvCache,
-        image: &(Tensor, Tensor),
+        image: &ImageKv,
         mask: Option<&Tensor>,
     ) -> Result<Tensor> {
         let q = split(&self.query.forward(x)?, self.heads, self.scale)?;
@@ -105,7 +106,11 @@ impl Layer {
         let x = self.self_out.forward(&attended, x)?;
 
         let q = split(&self.cross_query.forward(&x)?, self.heads, self.scale)?;
-        let attended = merge_heads(&attend(&q, &image.0, &image.1, None)?)?;
+        let attended = match image {
+            ImageKv::Packed(packed) => packed.attend(&q)?,
+            ImageKv::Tensors(keys, values) => attend(&q, keys, values, None)?,
+        };
+        let attended = merge_heads(&attended)?;
         let x = self.cross_out.forward(&attended, &x)?;
 
         self.output.forward(&self.intermediate.forward(&x)?, &x)
@@ -116,8 +121,15 @@ impl Layer {
 /// cross-attention keys and values of the image tokens, per layer.
 pub struct ImageContext {
     caches: Vec<KvCache>,
-    image: Vec<(Tensor, Tensor)>,
+    image: Vec<ImageKv>,
     position: usize,
+}
+
+/// One layer's cross-attention keys and values, `[B, H, N, D]`.
+enum ImageKv {
+    /// On the CPU in f32: packed once for the GEMM every step runs on them.
+    Packed(PackedKv),
+    Tensors(Tensor, Tensor),
 }
 
 pub struct TextDecoder {
@@ -192,10 +204,12 @@ impl TextDecoder {
             .layers
             .iter()
             .map(|l| {
-                Ok((
-                    split(&l.cross_key.forward(image_embeds)?, l.heads, 1.0)?,
-                    split(&l.cross_value.forward(image_embeds)?, l.heads, 1.0)?,
-                ))
+                let keys = split(&l.cross_key.forward(image_embeds)?, l.heads, 1.0)?;
+                let values = split(&l.cross_value.forward(image_embeds)?, l.heads, 1.0)?;
+                Ok(match PackedKv::new(&keys, &values)? {
+                    Some(packed) => ImageKv::Packed(packed),
+                    None => ImageKv::Tensors(keys, values),
+                })
             })
             .collect::<Result<_>>()?;
         Ok(ImageContext {
