@@ -6,8 +6,8 @@
 # $FF_CACHE/target-cuda/release/worker, and worker-cuda.gz and
 # bench-gpu-cuda.gz (the GPU benchmark, scripts/bench_gpu.sh), stripped,
 # to carry. Where they run they need the GPU driver's libcuda.so.1 and
-# CUDA 13's libcudart, libcublas (with libcublasLt) and libcurand on the
-# library path. Not run in CI; checked by running it (BENCHMARKS.md, GPU).
+# CUDA 13's libcudart, libcublas (with libcublasLt), libcurand and libnvrtc
+# on the library path. Not run in CI; checked by running it (BENCHMARKS.md, GPU).
 # Usage: scripts/build-cuda.sh [--check]   (CUDA_COMPUTE_CAP, default 90: H100/H200)
 # --check type-checks the `cuda` feature's code instead (kernels/cuda.rs,
 # the GPU benchmark): scripts/test.sh runs it, so CI, which has no GPU,
