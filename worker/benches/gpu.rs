@@ -18,6 +18,13 @@
 //! GPU_LAYER_OPS (a batch size: then also each op of one BLIP-large
 //! image-encoder layer timed alone at that batch, in each dtype, to show
 //! where the encoder's time goes).
+//!
+//! First it checks the kernels of ours the models run on CUDA
+//! (`kernels/cuda.rs`): bf16 self-attention against the same attention in
+//! f32 from the same values, beside candle's ops in bf16, and the dense
+//! layers' bias + activation against candle's ops in f32 from the same GEMM
+//! output; it fails past 2 % (bf16) or 1e-5 (f32) of the output's range: a
+//! fast wrong kernel is not a result.
 
 use std::{
     collections::HashMap,
@@ -32,6 +39,7 @@ use worker::models::{
     EffnetEncoder, Images, Model,
     blip::{Blip, Config, Limits, TextConfig, VisionConfig},
     kernels::{
+        attention::self_attention,
         heads::{merge_heads, split_heads},
         linear::{Activation, Linear},
         softmax::softmax_last_dim,
@@ -264,6 +272,84 @@ fn millis(
     Ok(started.elapsed().as_secs_f64() * 1e3 / 20.0)
 }
 
+/// Self-attention as candle's ops run it: split, q·kᵀ, softmax, p·v, merge.
+fn attention_by_ops(qkv: &Tensor, heads: usize, scale: f64) -> candle_core::Result<Tensor> {
+    let parts = split_heads(qkv, 3, heads, scale)?;
+    let probs = softmax_last_dim(&parts[0].matmul(&parts[1].t()?)?)?;
+    merge_heads(&probs.matmul(&parts[2])?)
+}
+
+/// bf16 self-attention (`self_attention`: the fused kernel where it
+/// serves) and candle's ops in bf16 against f32 from the same bf16 values,
+/// at the token counts of the ViTs here (CLIP B/32: 50, DINOv2 at 224²:
+/// 257, BLIP at 384²: 577) and an edge (1). Scores of a few units, so
+/// that the softmax is peaked as in a trained model.
+fn attention_check(device: &Device) -> anyhow::Result<()> {
+    println!("\nbf16 self-attention against f32 (max |error| / max |f32 output|)");
+    println!("| batch × tokens × heads | self_attention | candle's ops |");
+    println!("|---|---:|---:|");
+    let mut worst = 0f32;
+    for (batch, tokens, heads) in [(2, 577, 16), (3, 257, 12), (5, 50, 12), (4, 1, 12)] {
+        let qkv = Tensor::randn(0f32, 1.0, (batch, tokens, 3 * heads * 64), device)?
+            .to_dtype(DType::BF16)?;
+        let exact = self_attention(&qkv.to_dtype(DType::F32)?, heads, 0.125, None)?;
+        let range = exact.abs()?.max_all()?.to_scalar::<f32>()?;
+        let error = |t: Tensor| -> anyhow::Result<f32> {
+            let diff = (t.to_dtype(DType::F32)? - &exact)?.abs()?.max_all()?;
+            Ok(diff.to_scalar::<f32>()? / range)
+        };
+        let ours = error(self_attention(&qkv, heads, 0.125, None)?)?;
+        let ops = error(attention_by_ops(&qkv, heads, 0.125)?)?;
+        println!("| {batch} × {tokens} × {heads} | {ours:.2e} | {ops:.2e} |");
+        worst = worst.max(ours);
+    }
+    anyhow::ensure!(worst <= 0.02, "bf16 self-attention is {worst:.2e} off f32");
+    Ok(())
+}
+
+/// `Linear`'s bias + activation after the GEMM against candle's ops in f32
+/// on the same GEMM output, in f32 and bf16, on rows that take 16-byte
+/// accesses (1024 columns) and rows that do not (1001).
+fn dense_check(device: &Device) -> anyhow::Result<()> {
+    println!("\nDense bias + activation against candle's ops in f32 (max |error| / max |output|)");
+    println!("| dtype | columns | identity | GELU | QuickGELU | ReLU6 |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    let mut failed = Vec::new();
+    for (dt, limit) in [(DType::F32, 1e-5f32), (DType::BF16, 0.02)] {
+        for cols in [1024, 1001] {
+            let rand = |shape: &[usize]| Tensor::randn(0f32, 1.0, shape, device)?.to_dtype(dt);
+            let (x, w, b) = (rand(&[300, 64])?, rand(&[cols, 64])?, rand(&[cols])?);
+            let gemm = x.matmul(&w.t()?)?.to_dtype(DType::F32)?;
+            let y = gemm.broadcast_add(&b.to_dtype(DType::F32)?)?;
+            let mut cells = Vec::new();
+            for act in [
+                Activation::Identity,
+                Activation::Gelu,
+                Activation::QuickGelu,
+                Activation::Relu6,
+            ] {
+                let exact = match act {
+                    Activation::Identity => y.clone(),
+                    Activation::Gelu => y.gelu_erf()?,
+                    Activation::QuickGelu => (&y * candle_nn::ops::sigmoid(&(&y * 1.702)?)?)?,
+                    Activation::Relu6 => y.clamp(0f32, 6f32)?,
+                };
+                let ours = Linear::new(w.clone(), b.clone(), act)?.forward(&x)?;
+                let range = exact.abs()?.max_all()?.to_scalar::<f32>()?;
+                let diff = (ours.to_dtype(DType::F32)? - &exact)?.abs()?.max_all()?;
+                let error = diff.to_scalar::<f32>()? / range;
+                if error > limit {
+                    failed.push(format!("{dt:?} {cols} {act:?}: {error:.2e}"));
+                }
+                cells.push(format!("{error:.2e}"));
+            }
+            println!("| {dt:?} | {cols} | {} |", cells.join(" | "));
+        }
+    }
+    anyhow::ensure!(failed.is_empty(), "dense layers off: {}", failed.join(", "));
+    Ok(())
+}
+
 /// Each op of one BLIP-large image-encoder layer (pre-norm ViT-L/16 at
 /// 384², 577 tokens) alone, on random values: the encoder's time split by
 /// op. The layer runs 2 norms, 4 dense layers, the heads' split, two
@@ -337,6 +423,11 @@ fn layer_ops(device: &Device, dt: DType, name: &str, batch: usize) -> anyhow::Re
             0.0,
         ),
         (
+            "attention as run (split to merge; fused where it serves)",
+            millis(device, || self_attention(&projected, heads, 0.125, None))?,
+            4.0 * (batch * heads * tokens * tokens * 64) as f64,
+        ),
+        (
             "output dense",
             millis(device, || out.forward(&x))?,
             gemm(hidden, hidden),
@@ -353,11 +444,13 @@ fn layer_ops(device: &Device, dt: DType, name: &str, batch: usize) -> anyhow::Re
             gemm(hidden, mlp),
         ),
     ];
-    // Per layer: every op once, but 2 norms and 2 residual adds.
+    // Per layer: every op once, but 2 norms and 2 residual adds; the
+    // attention as run, not its parts by candle's ops.
     let twice = ["layer norm", "residual add"];
+    let apart = ["q,k,v GEMM alone", "split into heads", "q·kᵀ", "softmax", "p·v", "merge heads"];
     let total: f64 = ops
         .iter()
-        .filter(|(op, ..)| *op != "q,k,v GEMM alone")
+        .filter(|(op, ..)| !apart.contains(op))
         .map(|(op, ms, _)| if twice.contains(op) { 2.0 * ms } else { *ms })
         .sum();
     println!(
@@ -384,9 +477,18 @@ fn main() -> anyhow::Result<()> {
     let batches: Vec<usize> = list("GPU_BATCHES", "8,32,64")?;
     let steps: usize = env_or("GPU_STEPS", "20").parse().context("GPU_STEPS")?;
     let min = Duration::from_secs_f64(env_or("GPU_SECONDS", "2").parse().context("GPU_SECONDS")?);
-    println!("| implementation | model | dtype | batch | images/s | |");
-    println!("|---|---|---|---:|---:|---|");
     let mut failed = false;
+    for (check, result) in [
+        ("attention", attention_check(&device)),
+        ("dense", dense_check(&device)),
+    ] {
+        if let Err(e) = result {
+            println!("{check} check failed: {e:#}");
+            failed = true;
+        }
+    }
+    println!("\n| implementation | model | dtype | batch | images/s | |");
+    println!("|---|---|---|---:|---:|---|");
     for name in list::<String>("GPU_BLIP", "base,large")? {
         if let Err(e) = blip(&device, &name, &dtypes, &batches, steps, min) {
             println!("| ours | blip-{name} | | | failed | {e:#} |");

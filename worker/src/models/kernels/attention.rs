@@ -12,7 +12,8 @@
 //! between on the calling thread, and the heads are laid side by side at
 //! the end. Splitting the projection into heads and merging them back had
 //! been three copies and a scaling pass over `[B, N, C]` tensors per
-//! layer, on one thread. Other devices and dtypes use candle's ops.
+//! layer, on one thread. On CUDA in bf16 a fused kernel does the same
+//! (`cuda.rs`); other devices and dtypes use candle's ops.
 
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
@@ -47,6 +48,10 @@ pub fn self_attention(
             scale: scale as f32,
             mask,
         });
+    }
+    #[cfg(feature = "cuda")]
+    if mask.is_none() && super::cuda::flash_serves(qkv, heads)? {
+        return super::cuda::flash_attention(qkv, heads, scale);
     }
     let qkv = split_heads(qkv, 3, heads, scale)?;
     let mut scores = qkv[0].matmul(&qkv[1].t()?)?;
