@@ -21,10 +21,11 @@
 //!
 //! First it checks the kernels of ours the models run on CUDA
 //! (`kernels/cuda.rs`): bf16 self-attention against the same attention in
-//! f32 from the same values, beside candle's ops in bf16, and the dense
-//! layers' bias + activation against candle's ops in f32 from the same GEMM
-//! output; it fails past 2 % (bf16) or 1e-5 (f32) of the output's range: a
-//! fast wrong kernel is not a result.
+//! f32 from the same values, beside candle's ops in bf16, the dense
+//! layers' bias + activation (+ skip connection) against candle's ops in
+//! f32 from the same GEMM output, and LayerNorm against candle-nn's; it
+//! fails past 2 % (bf16) or 1e-5 (f32) of the output's range: a fast wrong
+//! kernel is not a result.
 
 use std::{
     collections::HashMap,
@@ -42,6 +43,7 @@ use worker::models::{
         attention::self_attention,
         heads::{merge_heads, split_heads},
         linear::{Activation, Linear},
+        norm::layer_norm,
         softmax::softmax_last_dim,
     },
 };
@@ -307,13 +309,17 @@ fn attention_check(device: &Device) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `Linear`'s bias + activation after the GEMM against candle's ops in f32
-/// on the same GEMM output, in f32 and bf16, on rows that take 16-byte
-/// accesses (1024 columns) and rows that do not (1001).
+/// `Linear`'s bias + activation (and skip connection) after the GEMM
+/// against candle's ops in f32 on the same GEMM output, and `LayerNorm`
+/// against candle-nn's in f32 on the same values, in f32 and bf16, on rows
+/// that take 16-byte accesses (1024 columns) and rows that do not (1001).
 fn dense_check(device: &Device) -> anyhow::Result<()> {
-    println!("\nDense bias + activation against candle's ops in f32 (max |error| / max |output|)");
-    println!("| dtype | columns | identity | GELU | QuickGELU | ReLU6 |");
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!(
+        "\nDense layers' bias + activation, + residual, and LayerNorm against candle's ops in f32 \
+         (max |error| / max |output|)"
+    );
+    println!("| dtype | columns | identity | GELU | QuickGELU | ReLU6 | + residual | LayerNorm |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     let mut failed = Vec::new();
     for (dt, limit) in [(DType::F32, 1e-5f32), (DType::BF16, 0.02)] {
         for cols in [1024, 1001] {
@@ -343,6 +349,34 @@ fn dense_check(device: &Device) -> anyhow::Result<()> {
                 }
                 cells.push(format!("{error:.2e}"));
             }
+            // The skip connection added in the same pass, and LayerNorm.
+            let exact = (&y + x.matmul(&w.t()?)?.to_dtype(DType::F32)?)?;
+            let residual = Linear::new(w.clone(), b.clone(), Activation::Identity)?
+                .forward_residual(&x, &x.matmul(&w.t()?)?)?;
+            let norm = layer_norm(
+                cols,
+                1e-5,
+                VarBuilder::from_tensors(
+                    HashMap::from([("weight".into(), b.clone()), ("bias".into(), b.clone())]),
+                    dt,
+                    device,
+                ),
+            )?;
+            let wide = (&gemm * 3.0)?.to_dtype(dt)?;
+            let b32 = b.to_dtype(DType::F32)?;
+            let normed = candle_nn::ops::layer_norm(&wide.to_dtype(DType::F32)?, &b32, &b32, 1e-5)?;
+            for (label, ours, exact) in [
+                ("residual", residual, exact),
+                ("LayerNorm", norm.forward(&wide)?, normed),
+            ] {
+                let range = exact.abs()?.max_all()?.to_scalar::<f32>()?;
+                let diff = (ours.to_dtype(DType::F32)? - &exact)?.abs()?.max_all()?;
+                let error = diff.to_scalar::<f32>()? / range;
+                if error > limit {
+                    failed.push(format!("{dt:?} {cols} {label}: {error:.2e}"));
+                }
+                cells.push(format!("{error:.2e}"));
+            }
             println!("| {dt:?} | {cols} | {} |", cells.join(" | "));
         }
     }
@@ -361,6 +395,15 @@ fn layer_ops(device: &Device, dt: DType, name: &str, batch: usize) -> anyhow::Re
     let dense = |i: usize, o: usize, act| Linear::new(rand(&[o, i])?, rand(&[o])?, act);
     let x = rand(&[batch, tokens, hidden])?;
     let (gamma, beta) = (rand(&[hidden])?, rand(&[hidden])?);
+    let norm = layer_norm(
+        hidden,
+        1e-5,
+        VarBuilder::from_tensors(
+            HashMap::from([("weight".into(), gamma.clone()), ("bias".into(), beta.clone())]),
+            dt,
+            device,
+        ),
+    )?;
     let (qkv, out) = (
         dense(hidden, 3 * hidden, Activation::Identity)?,
         dense(hidden, hidden, Activation::Identity)?,
@@ -380,6 +423,11 @@ fn layer_ops(device: &Device, dt: DType, name: &str, batch: usize) -> anyhow::Re
     let ops: Vec<(&str, f64, f64)> = vec![
         (
             "layer norm",
+            millis(device, || norm.forward(&x))?,
+            0.0,
+        ),
+        (
+            "layer norm, candle's",
             millis(device, || {
                 candle_nn::ops::layer_norm(&x, &gamma, &beta, 1e-5)
             })?,
@@ -428,26 +476,35 @@ fn layer_ops(device: &Device, dt: DType, name: &str, batch: usize) -> anyhow::Re
             4.0 * (batch * heads * tokens * tokens * 64) as f64,
         ),
         (
-            "output dense",
-            millis(device, || out.forward(&x))?,
+            "output dense + residual",
+            millis(device, || out.forward_residual(&x, &x))?,
             gemm(hidden, hidden),
         ),
-        ("residual add", millis(device, || &x + &x)?, 0.0),
+        ("residual add alone", millis(device, || &x + &x)?, 0.0),
         (
             "MLP up dense + GELU",
             millis(device, || fc1.forward(&x))?,
             gemm(mlp, hidden),
         ),
         (
-            "MLP down dense",
-            millis(device, || fc2.forward(&wide))?,
+            "MLP down dense + residual",
+            millis(device, || fc2.forward_residual(&wide, &x))?,
             gemm(hidden, mlp),
         ),
     ];
-    // Per layer: every op once, but 2 norms and 2 residual adds; the
-    // attention as run, not its parts by candle's ops.
-    let twice = ["layer norm", "residual add"];
-    let apart = ["q,k,v GEMM alone", "split into heads", "q·kᵀ", "softmax", "p·v", "merge heads"];
+    // Per layer: every op once, but 2 norms; the attention as run, not its
+    // parts by candle's ops; the residual adds in the dense layers' passes.
+    let twice = ["layer norm"];
+    let apart = [
+        "layer norm, candle's",
+        "q,k,v GEMM alone",
+        "split into heads",
+        "q·kᵀ",
+        "softmax",
+        "p·v",
+        "merge heads",
+        "residual add alone",
+    ];
     let total: f64 = ops
         .iter()
         .filter(|(op, ..)| !apart.contains(op))
@@ -466,7 +523,7 @@ fn layer_ops(device: &Device, dt: DType, name: &str, batch: usize) -> anyhow::Re
         };
         println!("| {op} | {ms:.3} | {rate} |");
     }
-    println!("| the layer (sum; norms and adds twice) | {total:.3} | |");
+    println!("| the layer (sum; norms twice) | {total:.3} | |");
     Ok(())
 }
 

@@ -88,15 +88,17 @@ impl Attention {
         }
     }
 
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.forward_masked(x, None)
-    }
-
-    /// With `mask` `[n, n]` added to the attention scores (−∞ hides a key).
-    pub fn forward_masked(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    /// The attention of (normalised) `x` plus `residual`, the block's skip
+    /// connection; `mask` `[n, n]` is added to the scores (−∞ hides a key).
+    pub fn forward_residual(
+        &self,
+        x: &Tensor,
+        residual: &Tensor,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let qkv = self.qkv.forward(x)?;
         self.output
-            .forward(&self_attention(&qkv, self.heads, self.scale, mask)?)
+            .forward_residual(&self_attention(&qkv, self.heads, self.scale, mask)?, residual)
     }
 }
 

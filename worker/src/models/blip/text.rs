@@ -7,13 +7,14 @@
 //! at every step as transformers and candle-transformers do.
 
 use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{Embedding, LayerNorm, VarBuilder, embedding, kv_cache::KvCache, layer_norm};
+use candle_nn::{Embedding, VarBuilder, embedding, kv_cache::KvCache};
 
 use super::config::TextConfig;
 use crate::models::kernels::{
     attention::PackedKv,
     heads::{merge_heads, split_heads},
     linear::{Activation, Linear},
+    norm::{LayerNorm, layer_norm},
     softmax::softmax_last_dim,
 };
 
@@ -46,7 +47,7 @@ impl AddNorm {
     }
 
     fn forward(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
-        self.norm.forward(&(self.dense.forward(x)? + residual)?)
+        self.norm.forward(&self.dense.forward_residual(x, residual)?)
     }
 }
 

@@ -1,11 +1,14 @@
 //! BLIP's image encoder: a pre-norm ViT (`vision_model.*` in the checkpoint).
 
 use candle_core::{D, Module, Result, Tensor};
-use candle_nn::{LayerNorm, VarBuilder, layer_norm};
+use candle_nn::VarBuilder;
 
 use super::config::VisionConfig;
 use crate::models::{
-    kernels::linear::{Activation, Linear},
+    kernels::{
+        linear::{Activation, Linear},
+        norm::{LayerNorm, layer_norm},
+    },
     vit::{Attention, Normalise, PatchEmbedding},
 };
 
@@ -44,11 +47,11 @@ impl Layer {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let x = (x + self.attention.forward(&self.norm1.forward(x)?)?)?;
-        let mlp = self
-            .fc2
-            .forward(&self.fc1.forward(&self.norm2.forward(&x)?)?)?;
-        x + mlp
+        let x = self
+            .attention
+            .forward_residual(&self.norm1.forward(x)?, x, None)?;
+        self.fc2
+            .forward_residual(&self.fc1.forward(&self.norm2.forward(&x)?)?, &x)
     }
 }
 

@@ -2,11 +2,14 @@
 //! `x + attn(ln1(x))`, then `x + fc2(act(fc1(ln2(x))))`.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{LayerNorm, VarBuilder, layer_norm};
+use candle_nn::VarBuilder;
 
 use super::config::Tower;
 use crate::models::{
-    kernels::linear::{Activation, Linear},
+    kernels::{
+        linear::{Activation, Linear},
+        norm::{LayerNorm, layer_norm},
+    },
     vit::Attention,
 };
 
@@ -42,15 +45,13 @@ impl Layer {
         })
     }
 
-    /// `mask`: added to the attention scores, as `Attention::forward_masked`.
+    /// `mask`: added to the attention scores, as `Attention::forward_residual`.
     pub fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
-        let x = (x + self
+        let x = self
             .attention
-            .forward_masked(&self.norm1.forward(x)?, mask)?)?;
-        let mlp = self
-            .fc2
-            .forward(&self.fc1.forward(&self.norm2.forward(&x)?)?)?;
-        x + mlp
+            .forward_residual(&self.norm1.forward(x)?, x, mask)?;
+        self.fc2
+            .forward_residual(&self.fc1.forward(&self.norm2.forward(&x)?)?, &x)
     }
 }
 

@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use candle_core::{DType, Device, IndexOp, Module, Result, Tensor, bail};
-use candle_nn::{Embedding, LayerNorm, VarBuilder, layer_norm};
+use candle_nn::{Embedding, VarBuilder};
 use tokenizers::Tokenizer;
 
 use super::{
@@ -19,7 +19,10 @@ use super::{
 };
 use crate::models::{
     files::{ModelError, read_config},
-    kernels::linear::Linear,
+    kernels::{
+        linear::Linear,
+        norm::{LayerNorm, layer_norm},
+    },
 };
 
 /// The token CLIP ends every prompt with and pools at.

@@ -3,7 +3,7 @@
 //! the visual projection (not normalised).
 
 use candle_core::{DType, IndexOp, Module, Result, Tensor};
-use candle_nn::{LayerNorm, VarBuilder, layer_norm};
+use candle_nn::VarBuilder;
 
 use super::{
     config::Config,
@@ -11,7 +11,11 @@ use super::{
 };
 use crate::models::{
     encoder::Embed,
-    kernels::{in_pool, linear::Linear},
+    kernels::{
+        in_pool,
+        linear::Linear,
+        norm::{LayerNorm, layer_norm},
+    },
     processor::Statistics,
     vit::{Normalise, PatchEmbedding},
 };

@@ -15,7 +15,7 @@ mod config;
 use std::path::Path;
 
 use candle_core::{DType, Device, IndexOp, Module, Result, Tensor};
-use candle_nn::{LayerNorm, VarBuilder, layer_norm};
+use candle_nn::VarBuilder;
 use schema::TaskSpec;
 
 pub use super::processor::Statistics;
@@ -27,6 +27,7 @@ use super::{
     kernels::{
         in_pool,
         linear::{Activation, Linear},
+        norm::{LayerNorm, layer_norm},
     },
     processor,
     vit::{Attention, Normalise, PatchEmbedding, resize_positions},
@@ -72,11 +73,11 @@ impl Layer {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let x = (x + self.attention.forward(&self.norm1.forward(x)?)?)?;
-        let mlp = self
-            .fc2
-            .forward(&self.fc1.forward(&self.norm2.forward(&x)?)?)?;
-        x + mlp
+        let x = self
+            .attention
+            .forward_residual(&self.norm1.forward(x)?, x, None)?;
+        self.fc2
+            .forward_residual(&self.fc1.forward(&self.norm2.forward(&x)?)?, &x)
     }
 }
 

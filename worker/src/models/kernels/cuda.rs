@@ -17,7 +17,7 @@
 use std::sync::{Mutex, PoisonError};
 
 use candle_core::{
-    CpuStorage, CudaStorage, CustomOp1, CustomOp2, DType, Device, Layout, Result, Shape, Tensor,
+    CpuStorage, CudaStorage, CustomOp1, CustomOp3, DType, Device, Layout, Result, Shape, Tensor,
     backend::BackendStorage,
     bail,
     cuda_backend::{
@@ -63,19 +63,68 @@ __device__ __forceinline__ float activate(float v, int act) {
 template <typename T, int V>
 struct alignas(sizeof(T) * V) Pack { T v[V]; };
 
-// y = act(x + bias) over [rows, cols], V values per thread (cols % V == 0):
-// blocks down the rows, threads along them.
+// y = act(x + bias) (+ res where `add_res`: a block's skip connection) over
+// [rows, cols], V values per thread (cols % V == 0): blocks down the rows,
+// threads along them.
 template <typename T, int V>
-__device__ void bias_act(const T* x, const T* bias, T* y, int rows, int cols, int act) {
+__device__ void bias_act(const T* x, const T* bias, const T* res, T* y, int rows, int cols, int act,
+                         int add_res) {
     typedef Pack<T, V> P;
     int packs = cols / V;
     for (int r = blockIdx.y; r < rows; r += gridDim.y) {
         for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < packs; c += gridDim.x * blockDim.x) {
             long long i = (long long)r * packs + c;
-            P a = ((const P*)x)[i], b = ((const P*)bias)[c];
+            P a = ((const P*)x)[i], b = ((const P*)bias)[c], e;
+            if (add_res) e = ((const P*)res)[i];
 #pragma unroll
-            for (int k = 0; k < V; ++k) store(a.v, k, activate(load(a.v, k) + load(b.v, k), act));
+            for (int k = 0; k < V; ++k) {
+                float v = activate(load(a.v, k) + load(b.v, k), act);
+                store(a.v, k, add_res ? v + load(e.v, k) : v);
+            }
             ((P*)y)[i] = a;
+        }
+    }
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int w = 16; w > 0; w >>= 1) v += __shfl_xor_sync(0xffffffffu, v, w);
+    return v;
+}
+
+// LayerNorm over rows of `cols`: a warp per row, V values per access; the
+// mean, then the variance about it (the row read again, from cache), in f32.
+template <typename T, int V>
+__device__ void layer_norm(const T* x, const T* gamma, const T* beta, T* y, int rows, int cols,
+                           float eps) {
+    typedef Pack<T, V> P;
+    const int lane = threadIdx.x % 32, warps = blockDim.x / 32, packs = cols / V;
+    for (int r = blockIdx.x * warps + threadIdx.x / 32; r < rows; r += gridDim.x * warps) {
+        const P* row = (const P*)x + (long long)r * packs;
+        float sum = 0.0f;
+        for (int c = lane; c < packs; c += 32) {
+            P a = row[c];
+#pragma unroll
+            for (int k = 0; k < V; ++k) sum += load(a.v, k);
+        }
+        const float mean = warp_sum(sum) / cols;
+        float squares = 0.0f;
+        for (int c = lane; c < packs; c += 32) {
+            P a = row[c];
+#pragma unroll
+            for (int k = 0; k < V; ++k) {
+                float d = load(a.v, k) - mean;
+                squares = fmaf(d, d, squares);
+            }
+        }
+        const float inv = 1.0f / sqrtf(warp_sum(squares) / cols + eps);
+        P* out = (P*)y + (long long)r * packs;
+        for (int c = lane; c < packs; c += 32) {
+            P a = row[c], g = ((const P*)gamma)[c], b = ((const P*)beta)[c];
+#pragma unroll
+            for (int k = 0; k < V; ++k)
+                store(a.v, k, fmaf((load(a.v, k) - mean) * inv, load(g.v, k), load(b.v, k)));
+            out[c] = a;
         }
     }
 }
@@ -113,10 +162,18 @@ __device__ void merge_heads(const T* x, T* y, int rows, int n, int heads, int d)
     extern "C" __global__ void NAME##_f32 ARGS { typedef float T; CALL; } \
     extern "C" __global__ void NAME##_bf16 ARGS { typedef unsigned short T; CALL; }
 
-BOTH(bias_act, (const void* x, const void* b, void* y, int rows, int cols, int act),
-     (bias_act<T, 1>((const T*)x, (const T*)b, (T*)y, rows, cols, act)))
-BOTH(bias_act_x16, (const void* x, const void* b, void* y, int rows, int cols, int act),
-     (bias_act<T, 16 / sizeof(T)>((const T*)x, (const T*)b, (T*)y, rows, cols, act)))
+BOTH(bias_act, (const void* x, const void* b, const void* e, void* y, int rows, int cols, int act,
+                int add_res),
+     (bias_act<T, 1>((const T*)x, (const T*)b, (const T*)e, (T*)y, rows, cols, act, add_res)))
+BOTH(bias_act_x16, (const void* x, const void* b, const void* e, void* y, int rows, int cols,
+                    int act, int add_res),
+     (bias_act<T, 16 / sizeof(T)>((const T*)x, (const T*)b, (const T*)e, (T*)y, rows, cols, act,
+                                  add_res)))
+BOTH(layer_norm, (const void* x, const void* g, const void* b, void* y, int rows, int cols, float eps),
+     (layer_norm<T, 1>((const T*)x, (const T*)g, (const T*)b, (T*)y, rows, cols, eps)))
+BOTH(layer_norm_x16, (const void* x, const void* g, const void* b, void* y, int rows, int cols,
+                      float eps),
+     (layer_norm<T, 16 / sizeof(T)>((const T*)x, (const T*)g, (const T*)b, (T*)y, rows, cols, eps)))
 BOTH(split_heads, (const void* x, void* y, int rows, int n, int parts, int heads, int d, float scale),
      split_heads((const T*)x, (T*)y, rows, n, parts, heads, d, scale))
 BOTH(merge_heads, (const void* x, void* y, int rows, int n, int heads, int d),
@@ -501,21 +558,85 @@ fn grid(x: u32, y: u32) -> LaunchConfig {
     }
 }
 
-/// `act(x + bias)` for `x` `[rows, cols]` and `bias` `[cols]`, in one pass.
-pub fn bias_act(x: &Tensor, bias: &Tensor, act: Activation) -> Result<Tensor> {
-    x.contiguous()?
-        .apply_op2_no_bwd(&bias.contiguous()?, &BiasAct(act))
+/// The variant of kernel `name` for rows of `cols` values whose operands
+/// start at `offsets`: `{name}_x16`, 16 bytes per access, where every row
+/// starts 16-byte aligned (candle's buffers are; one bf16 per access ran at
+/// a fifth of an H200's bandwidth), else `name`, one value per access.
+/// Returns the kernel's name and its values per access.
+fn per_access(name: &str, dtype: DType, cols: usize, offsets: &[usize]) -> (String, usize) {
+    let per16 = 16 / dtype.size_in_bytes();
+    if std::iter::once(&cols)
+        .chain(offsets)
+        .all(|v| v % per16 == 0)
+    {
+        (format!("{name}_x16"), per16)
+    } else {
+        (name.to_string(), 1)
+    }
 }
 
-struct BiasAct(Activation);
+/// `launch` on three operands of one dtype, f32 or bf16.
+#[allow(clippy::too_many_arguments)]
+fn launch_three(
+    [(s1, l1), (s2, l2), (s3, l3)]: [(&CudaStorage, &Layout); 3],
+    name: &str,
+    len: usize,
+    sizes: &[i32],
+    scale: Option<f32>,
+    grid: LaunchConfig,
+) -> Result<CudaStorage> {
+    use CudaStorageSlice::{BF16, F32};
+    match (&s1.slice, &s2.slice, &s3.slice) {
+        (F32(a), F32(b), F32(c)) => {
+            let inputs = [view(a, l1)?, view(b, l2)?, view(c, l3)?];
+            launch(s1, name, &inputs, len, sizes, scale, grid)
+        }
+        (BF16(a), BF16(b), BF16(c)) => {
+            let inputs = [view(a, l1)?, view(b, l2)?, view(c, l3)?];
+            launch(s1, name, &inputs, len, sizes, scale, grid)
+        }
+        _ => bail!(
+            "{name}: no kernel for {:?}, {:?} and {:?} operands",
+            s1.dtype(),
+            s2.dtype(),
+            s3.dtype()
+        ),
+    }
+}
 
-impl CustomOp2 for BiasAct {
+/// `act(x + bias)`, plus `residual` where given (a block's skip
+/// connection), for `x` and `residual` `[rows, cols]` and `bias` `[cols]`,
+/// in one pass.
+pub fn bias_act(
+    x: &Tensor,
+    bias: &Tensor,
+    act: Activation,
+    residual: Option<&Tensor>,
+) -> Result<Tensor> {
+    let x = x.contiguous()?;
+    let residual = residual.map(Tensor::contiguous).transpose()?;
+    let op = BiasAct {
+        act,
+        residual: residual.is_some(),
+    };
+    // Without a residual the kernel is passed `x` in its place, unread.
+    x.apply_op3_no_bwd(&bias.contiguous()?, residual.as_ref().unwrap_or(&x), &op)
+}
+
+struct BiasAct {
+    act: Activation,
+    residual: bool,
+}
+
+impl CustomOp3 for BiasAct {
     fn name(&self) -> &'static str {
         "bias-act"
     }
 
     fn cpu_fwd(
         &self,
+        _: &CpuStorage,
+        _: &Layout,
         _: &CpuStorage,
         _: &Layout,
         _: &CpuStorage,
@@ -530,55 +651,87 @@ impl CustomOp2 for BiasAct {
         xl: &Layout,
         bs: &CudaStorage,
         bl: &Layout,
+        es: &CudaStorage,
+        el: &Layout,
     ) -> Result<(CudaStorage, Shape)> {
         let (rows, cols) = xl.shape().dims2()?;
-        if bl.dims() != [cols] {
-            bail!("bias-act: bias {:?} for rows of {cols}", bl.dims());
+        if bl.dims() != [cols] || el.dims() != xl.dims() {
+            bail!(
+                "bias-act: bias {:?} and residual {:?} for {:?}",
+                bl.dims(),
+                el.dims(),
+                xl.dims()
+            );
         }
-        let act = match self.0 {
+        let act = match self.act {
             Activation::Identity => 0,
             Activation::Gelu => 1,
             Activation::QuickGelu => 2,
             Activation::Relu6 => 3,
         };
-        let sizes = [int(rows)?, int(cols)?, act];
-        // 16 bytes per thread where every row starts 16-byte aligned (candle's
-        // buffers are): one bf16 per thread ran at a fifth of the H200's bandwidth.
-        let per16 = 16 / xs.dtype().size_in_bytes();
-        let (name, per_thread) = if [cols, xl.start_offset(), bl.start_offset()]
-            .iter()
-            .all(|v| v % per16 == 0)
-        {
-            ("bias_act_x16", per16)
-        } else {
-            ("bias_act", 1)
-        };
-        let grid = grid((cols / per_thread).div_ceil(256) as u32, blocks(rows));
-        let y = match (&xs.slice, &bs.slice) {
-            (CudaStorageSlice::F32(x), CudaStorageSlice::F32(b)) => launch(
-                xs,
-                name,
-                &[view(x, xl)?, view(b, bl)?],
-                rows * cols,
-                &sizes,
-                None,
-                grid,
-            )?,
-            (CudaStorageSlice::BF16(x), CudaStorageSlice::BF16(b)) => launch(
-                xs,
-                name,
-                &[view(x, xl)?, view(b, bl)?],
-                rows * cols,
-                &sizes,
-                None,
-                grid,
-            )?,
-            _ => bail!(
-                "bias-act: {:?} values with a {:?} bias",
-                xs.dtype(),
-                bs.dtype()
-            ),
-        };
+        let sizes = [int(rows)?, int(cols)?, act, i32::from(self.residual)];
+        let offsets = [xl.start_offset(), bl.start_offset(), el.start_offset()];
+        let (name, per) = per_access("bias_act", xs.dtype(), cols, &offsets);
+        let grid = grid((cols / per).div_ceil(256) as u32, blocks(rows));
+        let operands = [(xs, xl), (bs, bl), (es, el)];
+        let y = launch_three(operands, &name, rows * cols, &sizes, None, grid)?;
+        Ok((y, xl.shape().clone()))
+    }
+}
+
+/// LayerNorm of `x`'s rows (its last dimension) with `gamma` and `beta`.
+pub fn layer_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result<Tensor> {
+    x.contiguous()?.apply_op3_no_bwd(
+        &gamma.contiguous()?,
+        &beta.contiguous()?,
+        &LayerNorm(eps as f32),
+    )
+}
+
+struct LayerNorm(f32);
+
+impl CustomOp3 for LayerNorm {
+    fn name(&self) -> &'static str {
+        "layer-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        bail!("layer-norm runs on CUDA devices only")
+    }
+
+    fn cuda_fwd(
+        &self,
+        xs: &CudaStorage,
+        xl: &Layout,
+        gs: &CudaStorage,
+        gl: &Layout,
+        bs: &CudaStorage,
+        bl: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let cols = xl.dims().last().copied().unwrap_or(0);
+        if cols == 0 || gl.dims() != [cols] || bl.dims() != [cols] {
+            bail!(
+                "layer-norm: gamma {:?} and beta {:?} for {:?}",
+                gl.dims(),
+                bl.dims(),
+                xl.dims()
+            );
+        }
+        let rows = xl.shape().elem_count() / cols;
+        let offsets = [xl.start_offset(), gl.start_offset(), bl.start_offset()];
+        let (name, _) = per_access("layer_norm", xs.dtype(), cols, &offsets);
+        // A warp per row, 8 per block.
+        let grid = grid(rows.div_ceil(8).clamp(1, 1 << 20) as u32, 1);
+        let operands = [(xs, xl), (gs, gl), (bs, bl)];
+        let y = launch_three(operands, &name, rows * cols, &[int(rows)?, int(cols)?], Some(self.0), grid)?;
         Ok((y, xl.shape().clone()))
     }
 }

@@ -125,20 +125,56 @@ impl Linear {
         )
     }
 
-    /// Off the CPU, on `[rows, in]`: candle's matmul, then the bias and the
-    /// activation (one kernel of ours on CUDA).
-    fn forward_matmul(&self, x: &Tensor) -> Result<Tensor> {
+    /// `forward(x) + residual` (a block's skip connection, `residual` of the
+    /// output's shape): on CUDA added in the pass that adds the bias.
+    pub fn forward_residual(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        self.forward_rows(x, Some(residual))
+    }
+
+    /// `x`: `[..., in]` → `[..., out]`, plus `residual` where given.
+    fn forward_rows(&self, x: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
+        let Some((&in_dim, lead)) = x.dims().split_last() else {
+            bail!("a linear layer needs an input of rank >= 1");
+        };
+        let rows = lead.iter().product::<usize>();
+        let x = x.reshape((rows, in_dim))?;
+        let y = match &self.packed {
+            Some(packed) if x.device().is_cpu() => {
+                let y = x.apply_op1_no_bwd(&Dense {
+                    packed,
+                    act: self.act,
+                })?;
+                match residual {
+                    Some(r) => (&y + r.reshape(y.shape())?)?,
+                    None => y,
+                }
+            }
+            _ => self.forward_matmul(&x, residual)?,
+        };
+        let mut dims = lead.to_vec();
+        dims.push(y.dim(D::Minus1)?);
+        y.reshape(dims)
+    }
+
+    /// Off the CPU, on `[rows, in]`: candle's matmul, then the bias, the
+    /// activation and `residual` (one kernel of ours on CUDA).
+    fn forward_matmul(&self, x: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
         let y = x.matmul(&self.weight.t()?)?;
+        let residual = residual.map(|r| r.reshape(y.shape())).transpose()?;
         #[cfg(feature = "cuda")]
         if super::cuda::serves(&y) {
-            return super::cuda::bias_act(&y, &self.bias, self.act);
+            return super::cuda::bias_act(&y, &self.bias, self.act, residual.as_ref());
         }
         let y = y.broadcast_add(&self.bias)?;
-        match self.act {
-            Activation::Identity => Ok(y),
-            Activation::Gelu => y.gelu_erf(),
-            Activation::QuickGelu => &y * candle_nn::ops::sigmoid(&(&y * 1.702)?)?,
-            Activation::Relu6 => y.clamp(0f32, 6f32),
+        let y = match self.act {
+            Activation::Identity => y,
+            Activation::Gelu => y.gelu_erf()?,
+            Activation::QuickGelu => (&y * candle_nn::ops::sigmoid(&(&y * 1.702)?)?)?,
+            Activation::Relu6 => y.clamp(0f32, 6f32)?,
+        };
+        match residual {
+            Some(r) => y + r,
+            None => Ok(y),
         }
     }
 }
@@ -146,21 +182,7 @@ impl Linear {
 impl Module for Linear {
     /// `x`: `[..., in]` → `[..., out]`.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let Some((&in_dim, lead)) = x.dims().split_last() else {
-            bail!("a linear layer needs an input of rank >= 1");
-        };
-        let rows = lead.iter().product::<usize>();
-        let x = x.reshape((rows, in_dim))?;
-        let y = match &self.packed {
-            Some(packed) if x.device().is_cpu() => x.apply_op1_no_bwd(&Dense {
-                packed,
-                act: self.act,
-            })?,
-            _ => self.forward_matmul(&x)?,
-        };
-        let mut dims = lead.to_vec();
-        dims.push(y.dim(D::Minus1)?);
-        y.reshape(dims)
+        self.forward_rows(x, None)
     }
 }
 

@@ -13,6 +13,7 @@ pub mod im2col;
 pub mod linear;
 mod lines;
 pub mod mbconv;
+pub mod norm;
 pub mod pool;
 pub mod softmax;
 pub mod stem;
