@@ -17,11 +17,13 @@
 //! this long, after one untimed batch), GPU_TINY (a 2-layer BLIP),
 //! GPU_LAYER_OPS (a batch size: then also each op of one BLIP-large
 //! image-encoder layer timed alone at that batch, in each dtype, to show
-//! where the encoder's time goes).
+//! where the encoder's time goes), GPU_DECODE_OPS (a batch size: the same
+//! for one step of BLIP-large's caption decoder).
 //!
 //! First it checks the kernels of ours the models run on CUDA
 //! (`kernels/cuda.rs`): bf16 self-attention against the same attention in
-//! f32 from the same values, beside candle's ops in bf16, the dense
+//! f32 from the same values, beside candle's ops in bf16, one query's
+//! attention (a decoding step's) against candle's ops in f32, the dense
 //! layers' bias + activation (+ skip connection) against candle's ops in
 //! f32 from the same GEMM output, and LayerNorm against candle-nn's; it
 //! fails past 2 % (bf16) or 1e-5 (f32) of the output's range: a fast wrong
@@ -40,7 +42,7 @@ use worker::models::{
     EffnetEncoder, Images, Model,
     blip::{Blip, Config, Limits, TextConfig, VisionConfig},
     kernels::{
-        attention::self_attention,
+        attention::{attend, self_attention},
         heads::{merge_heads, split_heads},
         linear::{Activation, Linear},
         norm::layer_norm,
@@ -285,7 +287,9 @@ fn attention_by_ops(qkv: &Tensor, heads: usize, scale: f64) -> candle_core::Resu
 /// serves) and candle's ops in bf16 against f32 from the same bf16 values,
 /// at the token counts of the ViTs here (CLIP B/32: 50, DINOv2 at 224²:
 /// 257, BLIP at 384²: 577) and an edge (1). Scores of a few units, so
-/// that the softmax is peaked as in a trained model.
+/// that the softmax is peaked as in a trained model. Then `attend` for one
+/// query per (image, head) (the decoding kernel where it serves), f32 and
+/// bf16, against candle's ops in f32.
 fn attention_check(device: &Device) -> anyhow::Result<()> {
     println!("\nbf16 self-attention against f32 (max |error| / max |f32 output|)");
     println!("| batch × tokens × heads | self_attention | candle's ops |");
@@ -306,6 +310,32 @@ fn attention_check(device: &Device) -> anyhow::Result<()> {
         worst = worst.max(ours);
     }
     anyhow::ensure!(worst <= 0.02, "bf16 self-attention is {worst:.2e} off f32");
+
+    // One query per (image, head): a decoding step's cross-attention.
+    println!("\nOne query against N keys (`attend`) against candle's ops in f32");
+    println!("| dtype | batch × heads × keys | max |error| / max |output| |");
+    println!("|---|---|---:|");
+    let mut failed = Vec::new();
+    for (dt, limit) in [(DType::F32, 1e-5f32), (DType::BF16, 0.02)] {
+        for (batch, heads, keys) in [(3, 12, 577), (2, 12, 50), (4, 12, 1)] {
+            let rand = |t: usize| -> anyhow::Result<Tensor> {
+                Ok(Tensor::randn(0f32, 1.0, (batch, heads, t, 64), device)?.to_dtype(dt)?)
+            };
+            let (q, k, v) = ((rand(1)? * 0.125)?, rand(keys)?, rand(keys)?);
+            let f32 = |t: &Tensor| t.to_dtype(DType::F32);
+            let exact = softmax_last_dim(&f32(&q)?.matmul(&f32(&k)?.t()?)?)?.matmul(&f32(&v)?)?;
+            let range = exact.abs()?.max_all()?.to_scalar::<f32>()?;
+            let diff = (f32(&attend(&q, &k, &v, None)?)? - &exact)?
+                .abs()?
+                .max_all()?;
+            let error = diff.to_scalar::<f32>()? / range;
+            println!("| {dt:?} | {batch} × {heads} × {keys} | {error:.2e} |");
+            if error > limit {
+                failed.push(format!("{dt:?} {keys} keys: {error:.2e}"));
+            }
+        }
+    }
+    anyhow::ensure!(failed.is_empty(), "attend off: {}", failed.join(", "));
     Ok(())
 }
 
@@ -399,7 +429,10 @@ fn layer_ops(device: &Device, dt: DType, name: &str, batch: usize) -> anyhow::Re
         hidden,
         1e-5,
         VarBuilder::from_tensors(
-            HashMap::from([("weight".into(), gamma.clone()), ("bias".into(), beta.clone())]),
+            HashMap::from([
+                ("weight".into(), gamma.clone()),
+                ("bias".into(), beta.clone()),
+            ]),
             dt,
             device,
         ),
@@ -421,11 +454,7 @@ fn layer_ops(device: &Device, dt: DType, name: &str, batch: usize) -> anyhow::Re
     let (flat, w_qkv) = (x.reshape((rows, hidden))?, rand(&[3 * hidden, hidden])?);
     let gemm = |n: usize, k: usize| 2.0 * (rows * n * k) as f64;
     let ops: Vec<(&str, f64, f64)> = vec![
-        (
-            "layer norm",
-            millis(device, || norm.forward(&x))?,
-            0.0,
-        ),
+        ("layer norm", millis(device, || norm.forward(&x))?, 0.0),
         (
             "layer norm, candle's",
             millis(device, || {
@@ -527,6 +556,134 @@ fn layer_ops(device: &Device, dt: DType, name: &str, batch: usize) -> anyhow::Re
     Ok(())
 }
 
+/// Each op of one step of BLIP-large's caption decoder (BERT-base, 12
+/// layers, cross-attention to 577 image tokens of 1024), as `blip/text.rs`
+/// runs it, at `batch` images with 10 tokens cached: the decoding time
+/// split by op. Per layer: q, k, v dense and split, the cache append,
+/// self-attention, its output dense + residual and norm, the cross query,
+/// cross-attention over the image tokens, its output and norm, the MLP and
+/// its norm; per step: the LM head.
+fn decode_ops(device: &Device, dt: DType, name: &str, batch: usize) -> anyhow::Result<()> {
+    let (hidden, heads, mlp, image, vocab, past) = (768, 12, 3072, 577, 30524, 10);
+    let rand = |shape: &[usize]| Tensor::randn(0f32, 0.5, shape, device)?.to_dtype(dt);
+    let dense = |i: usize, o: usize, act| Linear::new(rand(&[o, i])?, rand(&[o])?, act);
+    let x = rand(&[batch, 1, hidden])?;
+    let (qkv, q, out) = (
+        dense(hidden, 3 * hidden, Activation::Identity)?,
+        dense(hidden, hidden, Activation::Identity)?,
+        dense(hidden, hidden, Activation::Identity)?,
+    );
+    let (up, down) = (
+        dense(hidden, mlp, Activation::Gelu)?,
+        dense(mlp, hidden, Activation::Identity)?,
+    );
+    let norm = layer_norm(
+        hidden,
+        1e-12,
+        VarBuilder::from_tensors(
+            HashMap::from([
+                ("weight".into(), rand(&[hidden])?),
+                ("bias".into(), rand(&[hidden])?),
+            ]),
+            dt,
+            device,
+        ),
+    )?;
+    let (lm_w, lm_b) = (rand(&[vocab, hidden])?, rand(&[vocab])?);
+    let projected = qkv.forward(&x)?;
+    let query = split_heads(&projected, 3, heads, 0.125)?.remove(0);
+    let keys = rand(&[batch, heads, past, 64])?;
+    let (image_k, image_v) = (
+        rand(&[batch, heads, image, 64])?,
+        rand(&[batch, heads, image, 64])?,
+    );
+    let by_ops = |k: &Tensor, v: &Tensor| -> candle_core::Result<Tensor> {
+        softmax_last_dim(&query.matmul(&k.t()?)?)?.matmul(v)
+    };
+    let attended = by_ops(&keys, &keys)?;
+    let wide = rand(&[batch, 1, mlp])?;
+    let mut cache = candle_nn::kv_cache::KvCache::new(2, 32);
+    let ops: Vec<(&str, f64, usize)> = vec![
+        (
+            "q, k, v dense, one GEMM",
+            millis(device, || qkv.forward(&x))?,
+            1,
+        ),
+        ("cross query dense", millis(device, || q.forward(&x))?, 1),
+        (
+            "dense + residual (self and cross outputs)",
+            millis(device, || out.forward_residual(&x, &x))?,
+            2,
+        ),
+        (
+            "split q, k, v into heads",
+            millis(device, || {
+                Ok(split_heads(&projected, 3, heads, 0.125)?.remove(0))
+            })?,
+            1,
+        ),
+        (
+            "split the cross query",
+            millis(device, || Ok(split_heads(&x, 1, heads, 0.125)?.remove(0)))?,
+            1,
+        ),
+        (
+            "cache append",
+            millis(device, || {
+                cache.reset();
+                Ok(cache.append(&query, &query)?.0)
+            })?,
+            1,
+        ),
+        // The cache's keys and values are views into its buffer: candle's ops.
+        (
+            "self-attention over 10 tokens",
+            millis(device, || by_ops(&keys, &keys))?,
+            1,
+        ),
+        (
+            "cross-attention over 577 image tokens (`attend`)",
+            millis(device, || attend(&query, &image_k, &image_v, None))?,
+            1,
+        ),
+        (
+            "the same by candle's ops",
+            millis(device, || by_ops(&image_k, &image_v))?,
+            0,
+        ),
+        ("merge heads", millis(device, || merge_heads(&attended))?, 2),
+        ("layer norm", millis(device, || norm.forward(&x))?, 3),
+        ("MLP up dense + GELU", millis(device, || up.forward(&x))?, 1),
+        (
+            "MLP down dense + residual",
+            millis(device, || down.forward_residual(&wide, &x))?,
+            1,
+        ),
+    ];
+    let lm = millis(device, || {
+        x.squeeze(1)?.matmul(&lm_w.t()?)?.broadcast_add(&lm_b)
+    })?;
+    let layer: f64 = ops.iter().map(|(_, ms, n)| ms * *n as f64).sum();
+    println!("\nOne step of BLIP-large's decoder, {name}, batch {batch}: each op alone");
+    println!("| op | ms | per layer |");
+    println!("|---|---:|---:|");
+    for (op, ms, n) in &ops {
+        let per = if *n == 0 {
+            "apart".into()
+        } else {
+            format!("×{n}")
+        };
+        println!("| {op} | {ms:.4} | {per} |");
+    }
+    println!("| a layer (sum) | {layer:.3} | |");
+    println!("| LM head (GEMM + bias), once per step | {lm:.3} | |");
+    println!(
+        "| a step: 12 layers + LM head | {:.3} | |",
+        12.0 * layer + lm
+    );
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     worker::heap::keep_freed_buffers();
     let device = worker::device::parse(&env_or("GPU_DEVICE", "cuda:0"))?;
@@ -566,6 +723,17 @@ fn main() -> anyhow::Result<()> {
         for name in &dtypes {
             if let Err(e) = layer_ops(&device, dtype(name)?, name, batch) {
                 println!("layer ops, {name}: failed: {e:#}");
+                failed = true;
+            }
+        }
+    }
+    if let Some(batch) = std::env::var("GPU_DECODE_OPS")
+        .ok()
+        .and_then(|b| b.parse().ok())
+    {
+        for name in &dtypes {
+            if let Err(e) = decode_ops(&device, dtype(name)?, name, batch) {
+                println!("decode ops, {name}: failed: {e:#}");
                 failed = true;
             }
         }

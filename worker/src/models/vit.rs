@@ -97,8 +97,10 @@ impl Attention {
         mask: Option<&Tensor>,
     ) -> Result<Tensor> {
         let qkv = self.qkv.forward(x)?;
-        self.output
-            .forward_residual(&self_attention(&qkv, self.heads, self.scale, mask)?, residual)
+        self.output.forward_residual(
+            &self_attention(&qkv, self.heads, self.scale, mask)?,
+            residual,
+        )
     }
 }
 

@@ -11,25 +11,15 @@ use candle_nn::{Embedding, VarBuilder, embedding, kv_cache::KvCache};
 
 use super::config::TextConfig;
 use crate::models::kernels::{
-    attention::PackedKv,
+    attention::{PackedKv, attend},
     heads::{merge_heads, split_heads},
     linear::{Activation, Linear},
     norm::{LayerNorm, layer_norm},
-    softmax::softmax_last_dim,
 };
 
 /// `[B, N, H·D]` → `[B, H, N, D]`, times `scale`.
 fn split(x: &Tensor, heads: usize, scale: f64) -> Result<Tensor> {
     Ok(split_heads(x, 1, heads, scale)?.remove(0))
-}
-
-fn attend(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
-    let scores = q.matmul(&k.t()?)?;
-    let scores = match mask {
-        Some(m) => scores.broadcast_add(m)?,
-        None => scores,
-    };
-    softmax_last_dim(&scores)?.matmul(v)
 }
 
 /// Dense + residual + LayerNorm, BERT's `*.output` blocks.
@@ -47,18 +37,18 @@ impl AddNorm {
     }
 
     fn forward(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
-        self.norm.forward(&self.dense.forward_residual(x, residual)?)
+        self.norm
+            .forward(&self.dense.forward_residual(x, residual)?)
     }
 }
 
 struct Layer {
-    query: Linear,
-    key: Linear,
-    value: Linear,
+    /// Query, key and value as one GEMM.
+    qkv: Linear,
     self_out: AddNorm,
     cross_query: Linear,
-    cross_key: Linear,
-    cross_value: Linear,
+    /// The image tokens' keys and values as one GEMM.
+    cross_kv: Linear,
     cross_out: AddNorm,
     intermediate: Linear,
     output: AddNorm,
@@ -72,13 +62,17 @@ impl Layer {
         let lin = |vb: VarBuilder, i, o| Linear::load(vb, i, o, Activation::Identity);
         let (sa, ca) = (vb.pp("attention"), vb.pp("crossattention"));
         Ok(Self {
-            query: lin(sa.pp("self.query"), h, h)?,
-            key: lin(sa.pp("self.key"), h, h)?,
-            value: lin(sa.pp("self.value"), h, h)?,
+            qkv: Linear::stack(&[
+                lin(sa.pp("self.query"), h, h)?,
+                lin(sa.pp("self.key"), h, h)?,
+                lin(sa.pp("self.value"), h, h)?,
+            ])?,
             self_out: AddNorm::load(sa.pp("output"), h, h, eps)?,
             cross_query: lin(ca.pp("self.query"), h, h)?,
-            cross_key: lin(ca.pp("self.key"), e, h)?,
-            cross_value: lin(ca.pp("self.value"), e, h)?,
+            cross_kv: Linear::stack(&[
+                lin(ca.pp("self.key"), e, h)?,
+                lin(ca.pp("self.value"), e, h)?,
+            ])?,
             cross_out: AddNorm::load(ca.pp("output"), h, h, eps)?,
             intermediate: Linear::load(
                 vb.pp("intermediate.dense"),
@@ -99,11 +93,9 @@ impl Layer {
         image: &ImageKv,
         mask: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let q = split(&self.query.forward(x)?, self.heads, self.scale)?;
-        let k = split(&self.key.forward(x)?, self.heads, 1.0)?;
-        let v = split(&self.value.forward(x)?, self.heads, 1.0)?;
-        let (k, v) = cache.append(&k, &v)?;
-        let attended = merge_heads(&attend(&q, &k, &v, mask)?)?;
+        let qkv = split_heads(&self.qkv.forward(x)?, 3, self.heads, self.scale)?;
+        let (k, v) = cache.append(&qkv[1], &qkv[2])?;
+        let attended = merge_heads(&attend(&qkv[0], &k, &v, mask)?)?;
         let x = self.self_out.forward(&attended, x)?;
 
         let q = split(&self.cross_query.forward(&x)?, self.heads, self.scale)?;
@@ -205,11 +197,10 @@ impl TextDecoder {
             .layers
             .iter()
             .map(|l| {
-                let keys = split(&l.cross_key.forward(image_embeds)?, l.heads, 1.0)?;
-                let values = split(&l.cross_value.forward(image_embeds)?, l.heads, 1.0)?;
-                Ok(match PackedKv::new(&keys, &values)? {
+                let kv = split_heads(&l.cross_kv.forward(image_embeds)?, 2, l.heads, 1.0)?;
+                Ok(match PackedKv::new(&kv[0], &kv[1])? {
                     Some(packed) => ImageKv::Packed(packed),
-                    None => ImageKv::Tensors(keys, values),
+                    None => ImageKv::Tensors(kv[0].clone(), kv[1].clone()),
                 })
             })
             .collect::<Result<_>>()?;

@@ -61,6 +61,23 @@ pub fn self_attention(
     merge_heads(&softmax_last_dim(&scores)?.matmul(&qkv[2])?)
 }
 
+/// `softmax(q·kᵀ + mask)·v` on heads already split: `q` `[B, H, T, D]`
+/// (scaled), `k` and `v` `[B, H, N, D]`, `mask` `[T, N]`. candle's ops, or
+/// on CUDA one kernel of ours for a single query against contiguous keys
+/// and values (a decoding step's attention to the image tokens).
+pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if mask.is_none() && super::cuda::decode_serves(q, k, v) {
+        return super::cuda::decode_attention(q, k, v);
+    }
+    let scores = q.matmul(&k.t()?)?;
+    let scores = match mask {
+        Some(m) => scores.broadcast_add(m)?,
+        None => scores,
+    };
+    softmax_last_dim(&scores)?.matmul(v)
+}
+
 struct SelfAttention {
     heads: usize,
     scale: f32,

@@ -9,6 +9,8 @@ use candle_nn::VarBuilder;
 #[derive(Clone, Debug)]
 pub struct LayerNorm {
     inner: candle_nn::LayerNorm,
+    /// For the CUDA kernel: candle-nn's layer keeps its own private.
+    #[cfg(feature = "cuda")]
     eps: f64,
 }
 
@@ -16,6 +18,7 @@ pub struct LayerNorm {
 pub fn layer_norm(size: usize, eps: f64, vb: VarBuilder) -> Result<LayerNorm> {
     Ok(LayerNorm {
         inner: candle_nn::layer_norm(size, eps, vb)?,
+        #[cfg(feature = "cuda")]
         eps,
     })
 }
