@@ -593,7 +593,7 @@ fn int(v: usize) -> Result<i32> {
 }
 
 /// Runs kernel `name` (suffixed by the dtype) with `inputs`, a fresh output
-/// of `len` values and then `sizes`, on `grid` blocks of 256 threads.
+/// of `len` values, then `sizes` and `scale`, launched as `grid` says.
 #[allow(unsafe_code)]
 fn launch<T: CudaDType + DeviceRepr>(
     storage: &CudaStorage,
