@@ -6,8 +6,8 @@
 /// ln 2 / 2`, Cephes' degree-6 polynomial for `e^r`, and `2^n` built in
 /// the exponent bits. Inputs are clamped to [−87, 88], so the result is a
 /// normal number: `e^x` for x < −87 (−∞ included) comes out as e^−87 ≈
-/// 1.6e-38, which every caller here (softmax weights, GELU) treats as the
-/// zero it stands for. NaN stays NaN.
+/// 1.6e-38, which GELU treats as the zero it stands for (the softmax
+/// makes such weights exact zeros: `softmax.rs`). NaN stays NaN.
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_359_4;
