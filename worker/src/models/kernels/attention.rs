@@ -121,13 +121,15 @@ impl CustomOp1 for SelfAttention {
                 .for_each(|(task, out)| {
                     let (image, head) = (task / heads, task % heads);
                     let tokens = &qkv[image * n * c3..][..n * c3];
-                    // Columns `[part·C + head·D, +D)` of every token.
+                    // Columns `[part·C + head·D, +D)` of every token, a
+                    // slice copy each: as a flattened iterator, one value
+                    // at a time, these gathers took a third of the time.
                     let gather = |part: usize| -> Vec<f32> {
-                        tokens
-                            .chunks_exact(c3)
-                            .flat_map(|t| &t[part * c + head * d..][..d])
-                            .copied()
-                            .collect()
+                        let mut columns = Vec::with_capacity(n * d);
+                        for token in tokens.chunks_exact(c3) {
+                            columns.extend_from_slice(&token[part * c + head * d..][..d]);
+                        }
+                        columns
                     };
                     let mut q = gather(0);
                     q.iter_mut().for_each(|v| *v *= self.scale);
