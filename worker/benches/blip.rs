@@ -8,14 +8,20 @@
 //!     cargo bench -p worker --features bench-reference --bench blip
 //!
 //! Env: BLIP_BATCHES (default 1,4,8,16), BLIP_STEPS (20), BLIP_IMAGES (16),
-//! BLIP_REFERENCE_IMAGES (2).
+//! BLIP_REFERENCE_IMAGES (2), BLIP_DTYPES (f32; `f32,bf16` adds ours with
+//! bf16 products, as `--dtype bf16` runs on the CPU, on the same weights).
 
 use std::time::Instant;
+
+use anyhow::Context;
 
 use candle_core::{D, DType, Device, Module, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use candle_transformers::models::{blip as reference, blip_text};
-use worker::models::blip::{Blip, Config, Limits, TextConfig, VisionConfig};
+use worker::models::{
+    blip::{Blip, Config, Limits, TextConfig, VisionConfig},
+    kernels::gemm::Products,
+};
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -108,7 +114,19 @@ fn main() -> anyhow::Result<()> {
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
     let mut theirs =
         reference::BlipForConditionalGeneration::new(&reference_config(&cfg), vb.clone())?;
-    let ours = Blip::new(&cfg, vb)?;
+    let ours = std::env::var("BLIP_DTYPES")
+        .unwrap_or_else(|_| "f32".into())
+        .split(',')
+        .map(|dtype| {
+            let (name, products) = match dtype {
+                "f32" => ("ours", Products::F32),
+                "bf16" => ("ours bf16", Products::Bf16),
+                other => anyhow::bail!("BLIP_DTYPES: {other:?} is neither f32 nor bf16"),
+            };
+            Ok((name, Blip::new(&cfg, vb.clone(), products)?))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let (_, first) = ours.first().context("BLIP_DTYPES is empty")?;
     let pixels = images(n_images.max(*batches.iter().max().unwrap_or(&1)), size);
     let frame = size * size * 3;
     let limits = Limits {
@@ -117,36 +135,38 @@ fn main() -> anyhow::Result<()> {
     };
     let mut rows = Vec::new();
 
-    // Warm-up: first-touch of the weights and rayon's pool.
-    ours.caption(
-        &Tensor::from_slice(&pixels[..frame], (1, size, size, 3), &device)?,
-        &[],
-        Limits {
-            max_tokens: 2,
-            min_tokens: 2,
-        },
-    )?;
+    for (name, ours) in &ours {
+        // Warm-up: first-touch of the weights and rayon's pool.
+        ours.caption(
+            &Tensor::from_slice(&pixels[..frame], (1, size, size, 3), &device)?,
+            &[],
+            Limits {
+                max_tokens: 2,
+                min_tokens: 2,
+            },
+        )?;
 
-    for &batch in &batches {
-        let total = n_images.max(batch).div_ceil(batch) * batch;
-        let started = Instant::now();
-        for start in (0..total).step_by(batch) {
-            let idx = start % (pixels.len() / frame - batch + 1);
-            let rgb = Tensor::from_slice(
-                &pixels[idx * frame..(idx + batch) * frame],
-                (batch, size, size, 3),
-                &device,
-            )?;
-            let ids = ours.caption(&rgb, &[], limits)?;
-            assert!(ids.iter().all(|r| r.len() == steps));
+        for &batch in &batches {
+            let total = n_images.max(batch).div_ceil(batch) * batch;
+            let started = Instant::now();
+            for start in (0..total).step_by(batch) {
+                let idx = start % (pixels.len() / frame - batch + 1);
+                let rgb = Tensor::from_slice(
+                    &pixels[idx * frame..(idx + batch) * frame],
+                    (batch, size, size, 3),
+                    &device,
+                )?;
+                let ids = ours.caption(&rgb, &[], limits)?;
+                assert!(ids.iter().all(|r| r.len() == steps));
+            }
+            rows.push(Row {
+                name: name.to_string(),
+                batch,
+                images: total,
+                seconds: started.elapsed().as_secs_f64(),
+            });
+            eprintln!("{name} batch {batch}: done");
         }
-        rows.push(Row {
-            name: "ours".into(),
-            batch,
-            images: total,
-            seconds: started.elapsed().as_secs_f64(),
-        });
-        eprintln!("ours batch {batch}: done");
     }
 
     // candle-transformers, as its blip example runs: NCHW input, one image,
@@ -158,7 +178,7 @@ fn main() -> anyhow::Result<()> {
             (1, size, size, 3),
             &device,
         )?;
-        let input = ours
+        let input = first
             .vision
             .normalise(&rgb)?
             .permute((0, 3, 1, 2))?

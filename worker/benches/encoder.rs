@@ -10,7 +10,7 @@
 //! against candle's grouped convolution on the widest; our packed GEMM (bias and ReLU6 included)
 //! against candle's matmul alone on the model's 1×1 convolutions at batch
 //! 8 and on ViT-B's MLP, and as a share of the threads' measured
-//! multiply-add peak, the classifier at batch 1 with its weights out of
+//! multiply-add peak, and with bf16 products (`--dtype bf16` on the CPU), the classifier at batch 1 with its weights out of
 //! cache, and each kind of inverted-residual block fused
 //! (`kernels/mbconv.rs`) against its three layers run one after another,
 //! at batch 8 and 1. Needs the converted model (`FF_MODEL_DIR`, set
@@ -28,7 +28,7 @@ use worker::models::{
     EffnetEncoder, Images, Model,
     kernels::{
         depthwise,
-        gemm::{Epilogue, Packed},
+        gemm::{Epilogue, Packed, Products},
         in_pool,
         linear::{Activation, Linear},
         mbconv::InvertedResidual,
@@ -304,9 +304,9 @@ fn main() -> anyhow::Result<()> {
     println!("Multiply-add peak, independent FMAs on {threads} threads: {peak:.1} GFLOP/s");
     println!();
     println!(
-        "| GEMM rows x in -> out | ours (packed, + bias, ReLU6) GFLOP/s | ours / peak | candle matmul GFLOP/s | ours / candle |"
+        "| GEMM rows x in -> out | ours (packed, + bias, ReLU6) GFLOP/s | ours / peak | candle matmul GFLOP/s | ours / candle | ours, bf16 products, GFLOP/s | bf16 / f32 |"
     );
-    println!("|---|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     for (m, k, n, what) in [
         (8 * 112 * 112, 32, 16, "block 0 project, batch 8"),
         (8 * 56 * 56, 24, 144, "stage 2 expand"),
@@ -318,6 +318,8 @@ fn main() -> anyhow::Result<()> {
         (7 * 7, 320, 1280, "head, batch 1"),
         (8 * 197, 768, 3072, "ViT-B MLP up, batch 8"),
         (8 * 197, 3072, 768, "ViT-B MLP down"),
+        (8 * 577, 768, 2304, "BLIP-base q, k, v, batch 8"),
+        (8, 768, 30524, "BLIP-base vocabulary, a step at batch 8"),
     ] {
         let x = Tensor::randn(0f32, 1.0, (m, k), &Device::Cpu)?;
         let w = Tensor::randn(0f32, 0.1, (n, k), &Device::Cpu)?;
@@ -329,13 +331,19 @@ fn main() -> anyhow::Result<()> {
         });
         let wt = w.t()?;
         let candle = time(Duration::from_secs(1), || x.matmul(&wt));
+        let bf16 = Packed::with_products(&w.flatten_all()?.to_vec1()?, &b, n, k, Products::Bf16);
+        let bf16 = time(Duration::from_secs(1), || {
+            bf16.forward(&xs, m, Epilogue::Relu6)
+        });
         let gflops = |secs: f64| 2.0 * (m * k * n) as f64 / secs / 1e9;
         println!(
-            "| {m} x {k} -> {n} ({what}) | {:.1} | {:.0} % | {:.1} | {:.2}x |",
+            "| {m} x {k} -> {n} ({what}) | {:.1} | {:.0} % | {:.1} | {:.2}x | {:.1} | {:.2}x |",
             gflops(ours),
             100.0 * gflops(ours) / peak,
             gflops(candle),
-            candle / ours
+            candle / ours,
+            gflops(bf16),
+            ours / bf16
         );
     }
 

@@ -43,8 +43,9 @@ use worker::models::{
     blip::{Blip, Config, Limits, TextConfig, VisionConfig},
     kernels::{
         attention::{attend, self_attention},
+        gemm::Products,
         heads::{merge_heads, split_heads},
-        linear::{Activation, Linear},
+        linear::{Activation, Linear, precision},
         norm::layer_norm,
         softmax::softmax_last_dim,
     },
@@ -172,7 +173,11 @@ fn blip(
     // Random f32 weights made on the device once; each dtype is a cast of
     // them, as a checkpoint loaded in that dtype would be.
     let varmap = VarMap::new();
-    Blip::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, device))?;
+    Blip::new(
+        &cfg,
+        VarBuilder::from_varmap(&varmap, DType::F32, device),
+        Products::F32,
+    )?;
     let weights: HashMap<String, Tensor> = varmap
         .data()
         .lock()
@@ -195,12 +200,13 @@ fn blip(
     for name_dtype in dtypes {
         // A dtype the device cannot run is reported, and the rest go on.
         let run = || -> anyhow::Result<()> {
-            let dt = dtype(name_dtype)?;
+            // As the worker loads it: on the CPU, bf16 is bf16 products.
+            let (dt, products) = precision(device, dtype(name_dtype)?);
             let cast = weights
                 .iter()
                 .map(|(n, t)| Ok((n.clone(), t.to_dtype(dt)?)))
                 .collect::<candle_core::Result<HashMap<_, _>>>()?;
-            let model = Blip::new(&cfg, VarBuilder::from_tensors(cast, dt, device))?;
+            let model = Blip::new(&cfg, VarBuilder::from_tensors(cast, dt, device), products)?;
             for &batch in batches {
                 // The worker's path: u8 pixels copied to the device per batch.
                 let pixels = rgb.narrow(0, 0, batch)?;
@@ -298,13 +304,19 @@ fn attention_check(device: &Device) -> anyhow::Result<()> {
     for (batch, tokens, heads) in [(2, 577, 16), (3, 257, 12), (5, 50, 12), (4, 1, 12)] {
         let qkv = Tensor::randn(0f32, 1.0, (batch, tokens, 3 * heads * 64), device)?
             .to_dtype(DType::BF16)?;
-        let exact = self_attention(&qkv.to_dtype(DType::F32)?, heads, 0.125, None)?;
+        let exact = self_attention(
+            &qkv.to_dtype(DType::F32)?,
+            heads,
+            0.125,
+            None,
+            Products::F32,
+        )?;
         let range = exact.abs()?.max_all()?.to_scalar::<f32>()?;
         let error = |t: Tensor| -> anyhow::Result<f32> {
             let diff = (t.to_dtype(DType::F32)? - &exact)?.abs()?.max_all()?;
             Ok(diff.to_scalar::<f32>()? / range)
         };
-        let ours = error(self_attention(&qkv, heads, 0.125, None)?)?;
+        let ours = error(self_attention(&qkv, heads, 0.125, None, Products::F32)?)?;
         let ops = error(attention_by_ops(&qkv, heads, 0.125)?)?;
         println!("| {batch} × {tokens} × {heads} | {ours:.2e} | {ops:.2e} |");
         worst = worst.max(ours);
@@ -501,7 +513,9 @@ fn layer_ops(device: &Device, dt: DType, name: &str, batch: usize) -> anyhow::Re
         ),
         (
             "attention as run (split to merge; fused where it serves)",
-            millis(device, || self_attention(&projected, heads, 0.125, None))?,
+            millis(device, || {
+                self_attention(&projected, heads, 0.125, None, Products::F32)
+            })?,
             4.0 * (batch * heads * tokens * tokens * 64) as f64,
         ),
         (

@@ -240,9 +240,11 @@ pub struct CaptionOptions {
     #[arg(long, env = "FF_MAX_TOKENS", default_value_t = 30, value_parser = clap::value_parser!(u16).range(1..))]
     pub max_tokens: u16,
 
-    /// The captioner's weights and arithmetic. bf16 is for GPUs (tensor
-    /// cores, half the memory; BENCHMARKS.md, GPU); on the CPU it runs on
-    /// candle's generic ops, several times slower than f32's own kernels.
+    /// The captioner's weights and arithmetic. bf16 on a GPU: tensor cores,
+    /// half the memory (BENCHMARKS.md, GPU). bf16 on the CPU: the dense
+    /// layers round weights and inputs to bf16 and sum in f32, with AVX-512
+    /// BF16 where the CPU has it; norms, attention and the rest stay f32
+    /// (BENCHMARKS.md, BLIP on CPU).
     #[arg(long, env = "FF_DTYPE", value_enum, default_value_t = Precision::F32)]
     pub dtype: Precision,
 }

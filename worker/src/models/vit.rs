@@ -98,7 +98,7 @@ impl Attention {
     ) -> Result<Tensor> {
         let qkv = self.qkv.forward(x)?;
         self.output.forward_residual(
-            &self_attention(&qkv, self.heads, self.scale, mask)?,
+            &self_attention(&qkv, self.heads, self.scale, mask, self.qkv.products())?,
             residual,
         )
     }

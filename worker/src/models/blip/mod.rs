@@ -21,7 +21,7 @@ pub use vision::VisionModel;
 use super::{
     Images, Model, Outputs,
     files::{ModelError, read_config},
-    kernels::in_pool,
+    kernels::{gemm::Products, in_pool, linear::precision},
 };
 
 /// Files a BLIP model directory holds.
@@ -46,16 +46,23 @@ impl Blip {
             source,
         };
         let tensors = candle_core::safetensors::load(&weights, device).map_err(load)?;
-        Self::new(&cfg, VarBuilder::from_tensors(tensors, dtype, device)).map_err(load)
+        let (dtype, products) = precision(device, dtype);
+        Self::new(
+            &cfg,
+            VarBuilder::from_tensors(tensors, dtype, device),
+            products,
+        )
+        .map_err(load)
     }
 
-    /// Builds the model from `vb`, named as in a transformers checkpoint.
-    /// `cfg` must be resolved.
-    pub fn new(cfg: &Config, vb: VarBuilder) -> candle_core::Result<Self> {
+    /// Builds the model from `vb`, named as in a transformers checkpoint,
+    /// its dense layers multiplying as `products` says on the CPU. `cfg`
+    /// must be resolved.
+    pub fn new(cfg: &Config, vb: VarBuilder, products: Products) -> candle_core::Result<Self> {
         let t = &cfg.text_config;
         Ok(Self {
-            vision: VisionModel::load(vb.pp("vision_model"), &cfg.vision_config)?,
-            decoder: TextDecoder::load(vb.pp("text_decoder"), t)?,
+            vision: VisionModel::load(vb.pp("vision_model"), &cfg.vision_config, products)?,
+            decoder: TextDecoder::load(vb.pp("text_decoder"), t, products)?,
             specials: Specials {
                 bos: t.bos_token_id,
                 sep: t.sep_token_id,

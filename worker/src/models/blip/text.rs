@@ -12,6 +12,7 @@ use candle_nn::{Embedding, VarBuilder, embedding, kv_cache::KvCache};
 use super::config::TextConfig;
 use crate::models::kernels::{
     attention::{PackedKv, attend},
+    gemm::Products,
     heads::{merge_heads, split_heads},
     linear::{Activation, Linear},
     norm::{LayerNorm, layer_norm},
@@ -29,9 +30,21 @@ struct AddNorm {
 }
 
 impl AddNorm {
-    fn load(vb: VarBuilder, in_dim: usize, hidden: usize, eps: f64) -> Result<Self> {
+    fn load(
+        vb: VarBuilder,
+        in_dim: usize,
+        hidden: usize,
+        eps: f64,
+        products: Products,
+    ) -> Result<Self> {
         Ok(Self {
-            dense: Linear::load(vb.pp("dense"), in_dim, hidden, Activation::Identity)?,
+            dense: Linear::load(
+                vb.pp("dense"),
+                in_dim,
+                hidden,
+                Activation::Identity,
+                products,
+            )?,
             norm: layer_norm(hidden, eps, vb.pp("LayerNorm"))?,
         })
     }
@@ -57,9 +70,9 @@ struct Layer {
 }
 
 impl Layer {
-    fn load(vb: VarBuilder, cfg: &TextConfig) -> Result<Self> {
+    fn load(vb: VarBuilder, cfg: &TextConfig, products: Products) -> Result<Self> {
         let (h, e, eps) = (cfg.hidden_size, cfg.encoder_hidden_size, cfg.layer_norm_eps);
-        let lin = |vb: VarBuilder, i, o| Linear::load(vb, i, o, Activation::Identity);
+        let lin = |vb: VarBuilder, i, o| Linear::load(vb, i, o, Activation::Identity, products);
         let (sa, ca) = (vb.pp("attention"), vb.pp("crossattention"));
         Ok(Self {
             qkv: Linear::stack(&[
@@ -67,20 +80,21 @@ impl Layer {
                 lin(sa.pp("self.key"), h, h)?,
                 lin(sa.pp("self.value"), h, h)?,
             ])?,
-            self_out: AddNorm::load(sa.pp("output"), h, h, eps)?,
+            self_out: AddNorm::load(sa.pp("output"), h, h, eps, products)?,
             cross_query: lin(ca.pp("self.query"), h, h)?,
             cross_kv: Linear::stack(&[
                 lin(ca.pp("self.key"), e, h)?,
                 lin(ca.pp("self.value"), e, h)?,
             ])?,
-            cross_out: AddNorm::load(ca.pp("output"), h, h, eps)?,
+            cross_out: AddNorm::load(ca.pp("output"), h, h, eps, products)?,
             intermediate: Linear::load(
                 vb.pp("intermediate.dense"),
                 h,
                 cfg.intermediate_size,
                 Activation::Gelu,
+                products,
             )?,
-            output: AddNorm::load(vb.pp("output"), cfg.intermediate_size, h, eps)?,
+            output: AddNorm::load(vb.pp("output"), cfg.intermediate_size, h, eps, products)?,
             heads: cfg.num_attention_heads,
             scale: ((h / cfg.num_attention_heads) as f64).powf(-0.5),
         })
@@ -132,15 +146,17 @@ pub struct TextDecoder {
     layers: Vec<Layer>,
     transform: Linear,
     transform_norm: LayerNorm,
-    /// `[vocab, hidden]`: tied to the word embeddings unless stored apart.
-    lm_weight: Tensor,
-    lm_bias: Tensor,
+    /// The vocabulary's logits: its weight is tied to the word embeddings
+    /// unless stored apart. On the CPU, packed once like every dense
+    /// layer (candle's matmul packed all 94 MB of BLIP's at every step).
+    lm_head: Linear,
     vocab_size: usize,
     max_positions: usize,
 }
 
 impl TextDecoder {
-    pub fn load(vb: VarBuilder, cfg: &TextConfig) -> Result<Self> {
+    /// `products`: how its dense layers multiply on the CPU.
+    pub fn load(vb: VarBuilder, cfg: &TextConfig, products: Products) -> Result<Self> {
         let (h, eps) = (cfg.hidden_size, cfg.layer_norm_eps);
         let emb = vb.pp("bert.embeddings");
         let word_embeddings = embedding(cfg.vocab_size, h, emb.pp("word_embeddings"))?;
@@ -159,12 +175,16 @@ impl TextDecoder {
             word_embeddings,
             embed_norm: layer_norm(h, eps, emb.pp("LayerNorm"))?,
             layers: (0..cfg.num_hidden_layers)
-                .map(|i| Layer::load(vb.pp(format!("bert.encoder.layer.{i}")), cfg))
+                .map(|i| Layer::load(vb.pp(format!("bert.encoder.layer.{i}")), cfg, products))
                 .collect::<Result<_>>()?,
-            transform: Linear::load(head.pp("transform.dense"), h, h, Activation::Gelu)?,
+            transform: Linear::load(head.pp("transform.dense"), h, h, Activation::Gelu, products)?,
             transform_norm: layer_norm(h, eps, head.pp("transform.LayerNorm"))?,
-            lm_weight,
-            lm_bias: head.get(cfg.vocab_size, "bias")?,
+            lm_head: Linear::with_products(
+                lm_weight,
+                head.get(cfg.vocab_size, "bias")?,
+                Activation::Identity,
+                products,
+            )?,
             vocab_size: cfg.vocab_size,
             max_positions: cfg.max_position_embeddings,
         })
@@ -188,7 +208,7 @@ impl TextDecoder {
 
     /// The dtype of its weights, and so of its logits.
     pub fn dtype(&self) -> DType {
-        self.lm_weight.dtype()
+        self.lm_head.dtype()
     }
 
     /// Projects the image tokens `[B, N, E]` once for every layer.
@@ -198,10 +218,12 @@ impl TextDecoder {
             .iter()
             .map(|l| {
                 let kv = split_heads(&l.cross_kv.forward(image_embeds)?, 2, l.heads, 1.0)?;
-                Ok(match PackedKv::new(&kv[0], &kv[1])? {
-                    Some(packed) => ImageKv::Packed(packed),
-                    None => ImageKv::Tensors(kv[0].clone(), kv[1].clone()),
-                })
+                Ok(
+                    match PackedKv::new(&kv[0], &kv[1], l.cross_kv.products())? {
+                        Some(packed) => ImageKv::Packed(packed),
+                        None => ImageKv::Tensors(kv[0].clone(), kv[1].clone()),
+                    },
+                )
             })
             .collect::<Result<_>>()?;
         Ok(ImageContext {
@@ -246,6 +268,6 @@ impl TextDecoder {
         let h = self
             .transform_norm
             .forward(&self.transform.forward(&last)?)?;
-        h.matmul(&self.lm_weight.t()?)?.broadcast_add(&self.lm_bias)
+        self.lm_head.forward(&h)
     }
 }

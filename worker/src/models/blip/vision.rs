@@ -6,6 +6,7 @@ use candle_nn::VarBuilder;
 use super::config::VisionConfig;
 use crate::models::{
     kernels::{
+        gemm::Products,
         linear::{Activation, Linear},
         norm::{LayerNorm, layer_norm},
     },
@@ -25,24 +26,20 @@ struct Layer {
 }
 
 impl Layer {
-    fn load(vb: VarBuilder, cfg: &VisionConfig) -> Result<Self> {
+    fn load(vb: VarBuilder, cfg: &VisionConfig, products: Products) -> Result<Self> {
         let (h, eps) = (cfg.hidden_size, cfg.layer_norm_eps);
+        let lin = |name, i, o, act| Linear::load(vb.pp(name), i, o, act, products);
         Ok(Self {
             norm1: layer_norm(h, eps, vb.pp("layer_norm1"))?,
             attention: Attention::new(
-                Linear::load(vb.pp("self_attn.qkv"), h, 3 * h, Activation::Identity)?,
-                Linear::load(vb.pp("self_attn.projection"), h, h, Activation::Identity)?,
+                lin("self_attn.qkv", h, 3 * h, Activation::Identity)?,
+                lin("self_attn.projection", h, h, Activation::Identity)?,
                 h,
                 cfg.num_attention_heads,
             ),
             norm2: layer_norm(h, eps, vb.pp("layer_norm2"))?,
-            fc1: Linear::load(vb.pp("mlp.fc1"), h, cfg.intermediate_size, Activation::Gelu)?,
-            fc2: Linear::load(
-                vb.pp("mlp.fc2"),
-                cfg.intermediate_size,
-                h,
-                Activation::Identity,
-            )?,
+            fc1: lin("mlp.fc1", h, cfg.intermediate_size, Activation::Gelu)?,
+            fc2: lin("mlp.fc2", cfg.intermediate_size, h, Activation::Identity)?,
         })
     }
 
@@ -67,7 +64,8 @@ pub struct VisionModel {
 }
 
 impl VisionModel {
-    pub fn load(vb: VarBuilder, cfg: &VisionConfig) -> Result<Self> {
+    /// `products`: how its dense layers multiply on the CPU.
+    pub fn load(vb: VarBuilder, cfg: &VisionConfig, products: Products) -> Result<Self> {
         let (h, p) = (cfg.hidden_size, cfg.patch_size);
         let emb = vb.pp("embeddings");
         let patches = (cfg.image_size / p).pow(2);
@@ -79,7 +77,7 @@ impl VisionModel {
             class_embedding: emb.get((1, 1, h), "class_embedding")?,
             position_embedding: emb.get((1, patches + 1, h), "position_embedding")?,
             layers: (0..cfg.num_hidden_layers)
-                .map(|i| Layer::load(vb.pp(format!("encoder.layers.{i}")), cfg))
+                .map(|i| Layer::load(vb.pp(format!("encoder.layers.{i}")), cfg, products))
                 .collect::<Result<_>>()?,
             post_layernorm: layer_norm(h, cfg.layer_norm_eps, vb.pp("post_layernorm"))?,
             normalise: Normalise::new(MEAN, STD, vb.device())?,

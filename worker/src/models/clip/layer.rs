@@ -7,6 +7,7 @@ use candle_nn::VarBuilder;
 use super::config::Tower;
 use crate::models::{
     kernels::{
+        gemm::Products,
         linear::{Activation, Linear},
         norm::{LayerNorm, layer_norm},
     },
@@ -25,7 +26,7 @@ impl Layer {
     pub fn load(vb: VarBuilder, cfg: &Tower, act: Activation) -> Result<Self> {
         let (h, eps) = (cfg.hidden_size, cfg.layer_norm_eps);
         let attn = vb.pp("self_attn");
-        let part = |name| Linear::load(attn.pp(name), h, h, Activation::Identity);
+        let part = |name| Linear::load(attn.pp(name), h, h, Activation::Identity, Products::F32);
         Ok(Self {
             norm1: layer_norm(h, eps, vb.pp("layer_norm1"))?,
             attention: Attention::new(
@@ -35,12 +36,19 @@ impl Layer {
                 cfg.num_attention_heads,
             ),
             norm2: layer_norm(h, eps, vb.pp("layer_norm2"))?,
-            fc1: Linear::load(vb.pp("mlp.fc1"), h, cfg.intermediate_size, act)?,
+            fc1: Linear::load(
+                vb.pp("mlp.fc1"),
+                h,
+                cfg.intermediate_size,
+                act,
+                Products::F32,
+            )?,
             fc2: Linear::load(
                 vb.pp("mlp.fc2"),
                 cfg.intermediate_size,
                 h,
                 Activation::Identity,
+                Products::F32,
             )?,
         })
     }

@@ -25,6 +25,7 @@ use super::{
     encoder::{Embed, Encoder},
     files::{ModelError, read_config},
     kernels::{
+        gemm::Products,
         in_pool,
         linear::{Activation, Linear},
         norm::{LayerNorm, layer_norm},
@@ -58,17 +59,37 @@ impl Layer {
         let (h, eps) = (cfg.hidden_size, cfg.layer_norm_eps);
         let inner = h * cfg.mlp_ratio;
         let attn = vb.pp("attention");
-        let part = |name| Linear::load(attn.pp("attention").pp(name), h, h, Activation::Identity);
+        let part = |name| {
+            Linear::load(
+                attn.pp("attention").pp(name),
+                h,
+                h,
+                Activation::Identity,
+                Products::F32,
+            )
+        };
         let qkv = Linear::stack(&[part("query")?, part("key")?, part("value")?])?;
-        let output = Linear::load(attn.pp("output.dense"), h, h, Activation::Identity)?
-            .scale_outputs(&vb.get(h, "layer_scale1.lambda1")?)?;
+        let output = Linear::load(
+            attn.pp("output.dense"),
+            h,
+            h,
+            Activation::Identity,
+            Products::F32,
+        )?
+        .scale_outputs(&vb.get(h, "layer_scale1.lambda1")?)?;
         Ok(Self {
             norm1: layer_norm(h, eps, vb.pp("norm1"))?,
             attention: Attention::new(qkv, output, h, cfg.num_attention_heads),
             norm2: layer_norm(h, eps, vb.pp("norm2"))?,
-            fc1: Linear::load(vb.pp("mlp.fc1"), h, inner, Activation::Gelu)?,
-            fc2: Linear::load(vb.pp("mlp.fc2"), inner, h, Activation::Identity)?
-                .scale_outputs(&vb.get(h, "layer_scale2.lambda1")?)?,
+            fc1: Linear::load(vb.pp("mlp.fc1"), h, inner, Activation::Gelu, Products::F32)?,
+            fc2: Linear::load(
+                vb.pp("mlp.fc2"),
+                inner,
+                h,
+                Activation::Identity,
+                Products::F32,
+            )?
+            .scale_outputs(&vb.get(h, "layer_scale2.lambda1")?)?,
         })
     }
 

@@ -2,7 +2,10 @@ use candle_core::{D, Module, Result, Tensor};
 use candle_nn::{VarBuilder, ops::softmax};
 use schema::Label;
 
-use crate::models::kernels::linear::{Activation, Linear};
+use crate::models::kernels::{
+    gemm::Products,
+    linear::{Activation, Linear},
+};
 
 /// A linear classification head on the pooled embedding, reporting the
 /// top-k classes by name. Its weights are packed once, at load
@@ -16,7 +19,7 @@ pub struct Classifier {
 
 impl Classifier {
     pub fn new(vb: VarBuilder, dim: usize, names: Vec<String>, top_k: usize) -> Result<Self> {
-        let linear = Linear::load(vb, dim, names.len(), Activation::Identity)?;
+        let linear = Linear::load(vb, dim, names.len(), Activation::Identity, Products::F32)?;
         Ok(Self {
             linear,
             names,

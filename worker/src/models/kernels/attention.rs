@@ -12,14 +12,16 @@
 //! between on the calling thread, and the heads are laid side by side at
 //! the end. Splitting the projection into heads and merging them back had
 //! been three copies and a scaling pass over `[B, N, C]` tensors per
-//! layer, on one thread. On CUDA in bf16 a fused kernel does the same
-//! (`cuda.rs`); other devices and dtypes use candle's ops.
+//! layer, on one thread. With bf16 products the two GEMMs round their
+//! operands (queries and keys, weights and values) to bf16 as the dense
+//! layers do. On CUDA in bf16 a fused kernel does the same (`cuda.rs`);
+//! other devices and dtypes use candle's ops.
 
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
 use super::{
-    gemm::{Epilogue, Packed},
+    gemm::{Epilogue, Packed, Products},
     heads::{merge_heads, split_heads},
     softmax::{softmax_last_dim, softmax_rows},
 };
@@ -27,12 +29,14 @@ use super::{
 /// `qkv`: `[B, N, 3·C]`, the queries, keys and values of `heads` heads side
 /// by side, as one projection makes them; queries are multiplied by
 /// `scale`. `mask`: `[N, N]`, added to every head's scores (−∞ hides a
-/// key). Returns `[B, N, C]`, the heads side by side.
+/// key). `products`: how the CPU's GEMMs multiply. Returns `[B, N, C]`, the
+/// heads side by side.
 pub fn self_attention(
     qkv: &Tensor,
     heads: usize,
     scale: f64,
     mask: Option<&Tensor>,
+    products: Products,
 ) -> Result<Tensor> {
     let (_, _, c3) = qkv.dims3()?;
     if heads == 0 || c3 % (3 * heads) != 0 {
@@ -47,6 +51,7 @@ pub fn self_attention(
             heads,
             scale: scale as f32,
             mask,
+            products,
         });
     }
     #[cfg(feature = "cuda")]
@@ -83,6 +88,7 @@ struct SelfAttention {
     scale: f32,
     /// `[N, N]`.
     mask: Option<Vec<f32>>,
+    products: Products,
 }
 
 impl CustomOp1 for SelfAttention {
@@ -160,7 +166,7 @@ impl SelfAttention {
         if nk == 0 {
             return;
         }
-        let head = PackedHead::new(k, v, nk, d);
+        let head = PackedHead::new(k, v, nk, d, self.products);
         head.attend(q, self.mask.as_deref(), out);
     }
 }
@@ -174,10 +180,10 @@ struct PackedHead {
 
 impl PackedHead {
     /// `k` and `v`: `[Nk, D]`.
-    fn new(k: &[f32], v: &[f32], nk: usize, d: usize) -> Self {
+    fn new(k: &[f32], v: &[f32], nk: usize, d: usize, products: Products) -> Self {
         Self {
-            keys: Packed::new(k, &vec![0f32; nk], nk, d),
-            values: Packed::from_k_major(v, &vec![0f32; d], d, nk),
+            keys: Packed::with_products(k, &vec![0f32; nk], nk, d, products),
+            values: Packed::from_k_major(v, &vec![0f32; d], d, nk, products),
         }
     }
 
@@ -205,8 +211,9 @@ pub struct PackedKv {
 }
 
 impl PackedKv {
-    /// `k`, `v`: `[B, H, Nk, D]`; `None` off the CPU or for other dtypes.
-    pub fn new(k: &Tensor, v: &Tensor) -> Result<Option<Self>> {
+    /// `k`, `v`: `[B, H, Nk, D]`, for GEMMs multiplying as `products` says;
+    /// `None` off the CPU or for other dtypes.
+    pub fn new(k: &Tensor, v: &Tensor, products: Products) -> Result<Option<Self>> {
         if !k.device().is_cpu() || k.dtype() != DType::F32 {
             return Ok(None);
         }
@@ -225,7 +232,7 @@ impl PackedKv {
         let heads = k
             .par_chunks_exact(nk * d)
             .zip(v.par_chunks_exact(nk * d))
-            .map(|(k, v)| PackedHead::new(k, v, nk, d))
+            .map(|(k, v)| PackedHead::new(k, v, nk, d, products))
             .collect();
         Ok(Some(Self {
             heads,
@@ -301,6 +308,8 @@ mod tests {
             .reshape((b, n, c3 / 3))
     }
 
+    /// bf16 products within their rounding: queries and keys rounded to
+    /// 8 bits of mantissa move scores of ~N(0, 1) by ~1e-2.
     #[test]
     fn matches_candles_ops_with_and_without_a_mask() -> Result<()> {
         let dev = Device::Cpu;
@@ -319,14 +328,16 @@ mod tests {
             let causal = Tensor::from_vec(causal, (n, n), &dev)?;
             for mask in [None, Some(&causal)] {
                 let want = by_candles_ops(&qkv, heads, scale, mask)?;
-                let got = self_attention(&qkv, heads, scale, mask)?;
-                assert_eq!(got.dims(), want.dims());
-                let diff = (got - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
-                assert!(
-                    diff < 1e-5,
-                    "{b}x{heads}x{n}x{d}, mask {}: {diff}",
-                    mask.is_some()
-                );
+                for (products, tolerance) in [(Products::F32, 1e-5), (Products::Bf16, 3e-2)] {
+                    let got = self_attention(&qkv, heads, scale, mask, products)?;
+                    assert_eq!(got.dims(), want.dims());
+                    let diff = (got - &want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+                    assert!(
+                        diff < tolerance,
+                        "{b}x{heads}x{n}x{d}, mask {}, {products:?}: {diff}",
+                        mask.is_some()
+                    );
+                }
             }
         }
         Ok(())
@@ -335,8 +346,8 @@ mod tests {
     #[test]
     fn rejects_a_projection_that_is_not_three_parts_of_whole_heads() -> Result<()> {
         let qkv = Tensor::zeros((1, 4, 20), DType::F32, &Device::Cpu)?;
-        assert!(self_attention(&qkv, 3, 1.0, None).is_err());
-        assert!(self_attention(&qkv, 0, 1.0, None).is_err());
+        assert!(self_attention(&qkv, 3, 1.0, None, Products::F32).is_err());
+        assert!(self_attention(&qkv, 0, 1.0, None, Products::F32).is_err());
         Ok(())
     }
 }

@@ -14,7 +14,14 @@
 //!
 //! The tile is compiled for AVX-512 and AVX2 + FMA besides the baseline
 //! x86-64 and picked at run time (`multiversion`); it is plain Rust that
-//! the compiler vectorises, so the crate stays free of `unsafe`.
+//! the compiler vectorises.
+//!
+//! With `Products::Bf16` the weights and inputs are rounded to bf16 and
+//! multiplied in pairs (`vdpbf16ps` where the CPU has AVX-512 BF16: twice
+//! the multiply-adds of an f32 FMA per instruction, half the weight bytes),
+//! summed in f32. Each f32 slot of the panels and of the inputs then holds
+//! the bits of two bf16 values, consecutive in `k`, so that the blocking,
+//! threading and tiles below walk half as many rows of the same layout.
 
 use std::ops::Range;
 
@@ -37,6 +44,17 @@ const PREFETCH: usize = 16;
 const TASKS_PER_THREAD: usize = 4;
 /// Tiles of rows a task takes at least, or the threads share columns.
 const MIN_TILES: usize = 4;
+
+/// What the GEMM multiplies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Products {
+    /// f32 weights by f32 inputs.
+    #[default]
+    F32,
+    /// Weights and inputs rounded to bf16 (to nearest, ties to even), the
+    /// products summed in f32.
+    Bf16,
+}
 
 /// Applied to each output value after the bias.
 #[derive(Clone, Copy, Debug)]
@@ -64,10 +82,14 @@ pub struct Part {
 /// The panels start on a cache line, so that each row of 32 weights is
 /// two whole lines (`Lines`): the model ran 1.05x faster at batch 8 on a
 /// Xeon with AVX-512 than with rows that straddled three.
+///
+/// With bf16 products a panel is `[ceil(k / 2)][32]`, each slot the pair
+/// of weights `k = 2i` (low half) and `2i + 1` of its column.
 #[derive(Debug)]
 pub struct Packed {
     n: usize,
     k: usize,
+    products: Products,
     panels: Lines,
     bias: Vec<f32>,
 }
@@ -75,37 +97,100 @@ pub struct Packed {
 impl Packed {
     /// `weight`: `[n, k]` row-major; `bias`: `[n]`.
     pub fn new(weight: &[f32], bias: &[f32], n: usize, k: usize) -> Self {
+        Self::with_products(weight, bias, n, k, Products::F32)
+    }
+
+    /// As `new`, multiplying as `products` says.
+    pub fn with_products(
+        weight: &[f32],
+        bias: &[f32],
+        n: usize,
+        k: usize,
+        products: Products,
+    ) -> Self {
         assert_eq!(weight.len(), n * k, "weight is not [n, k]");
-        Self::pack(bias, n, k, |p, panel| {
-            for j in 0..NR.min(n - p * NR) {
-                let row = &weight[(p * NR + j) * k..][..k];
-                for (kk, &w) in row.iter().enumerate() {
-                    panel[kk * NR + j] = w;
+        match products {
+            Products::F32 => Self::pack(bias, n, k, |p, panel| {
+                for j in 0..NR.min(n - p * NR) {
+                    let row = &weight[(p * NR + j) * k..][..k];
+                    for (kk, &w) in row.iter().enumerate() {
+                        panel[kk * NR + j] = w;
+                    }
                 }
-            }
-        })
+            }),
+            Products::Bf16 => Self::pack_pairs(bias, n, k, |p, panel| {
+                for j in 0..NR.min(n - p * NR) {
+                    let row = &weight[(p * NR + j) * k..][..k];
+                    for (i, pair) in row.chunks(2).enumerate() {
+                        panel[i * NR + j] = bf16_pair(pair);
+                    }
+                }
+            }),
+        }
     }
 
-    /// `weight`: `[k, n]` row-major, the transpose of `new`'s (attention's
-    /// values, which multiply the weights from the right); `bias`: `[n]`.
-    pub fn from_k_major(weight: &[f32], bias: &[f32], n: usize, k: usize) -> Self {
+    /// `weight`: `[k, n]` row-major, the transpose of `with_products`'
+    /// (attention's values, which multiply the weights from the right);
+    /// `bias`: `[n]`.
+    pub fn from_k_major(
+        weight: &[f32],
+        bias: &[f32],
+        n: usize,
+        k: usize,
+        products: Products,
+    ) -> Self {
         assert_eq!(weight.len(), n * k, "weight is not [k, n]");
-        Self::pack(bias, n, k, |p, panel| {
-            let cols = NR.min(n - p * NR);
-            for (kk, row) in panel.chunks_exact_mut(NR).enumerate() {
-                row[..cols].copy_from_slice(&weight[kk * n + p * NR..][..cols]);
-            }
-        })
+        match products {
+            Products::F32 => Self::pack(bias, n, k, |p, panel| {
+                let cols = NR.min(n - p * NR);
+                for (kk, row) in panel.chunks_exact_mut(NR).enumerate() {
+                    row[..cols].copy_from_slice(&weight[kk * n + p * NR..][..cols]);
+                }
+            }),
+            Products::Bf16 => Self::pack_pairs(bias, n, k, |p, panel| {
+                let cols = NR.min(n - p * NR);
+                for (i, row) in panel.chunks_exact_mut(NR).enumerate() {
+                    let at = |kk: usize| weight.get(kk * n + p * NR..).unwrap_or_default();
+                    let (even, odd) = (at(2 * i), at(2 * i + 1));
+                    for (j, slot) in row[..cols].iter_mut().enumerate() {
+                        *slot = bf16_pair(&[even[j], odd.get(j).copied().unwrap_or(0.0)]);
+                    }
+                }
+            }),
+        }
     }
 
-    /// Zeroed panels, each filled by `fill(p, panel)`, and the bias padded.
-    fn pack(bias: &[f32], n: usize, k: usize, mut fill: impl FnMut(usize, &mut [f32])) -> Self {
+    /// How it multiplies.
+    pub fn products(&self) -> Products {
+        self.products
+    }
+
+    /// Zeroed f32 panels, each filled by `fill(p, panel)`, and the bias
+    /// padded.
+    fn pack(bias: &[f32], n: usize, k: usize, fill: impl FnMut(usize, &mut [f32])) -> Self {
+        Self::pack_rows(bias, n, k, k, Products::F32, fill)
+    }
+
+    /// Zeroed panels of bf16 pairs, each filled by `fill(p, panel)`.
+    fn pack_pairs(bias: &[f32], n: usize, k: usize, fill: impl FnMut(usize, &mut [f32])) -> Self {
+        Self::pack_rows(bias, n, k, k.div_ceil(2), Products::Bf16, fill)
+    }
+
+    /// Panels of `depth` rows.
+    fn pack_rows(
+        bias: &[f32],
+        n: usize,
+        k: usize,
+        depth: usize,
+        products: Products,
+        mut fill: impl FnMut(usize, &mut [f32]),
+    ) -> Self {
         assert_eq!(bias.len(), n, "bias is not [n]");
         let count = n.div_ceil(NR);
         // One row of slack after the last panel: a tile that starts at
         // column 16 views its K rows as whole chunks of NR from there.
-        let mut panels = Lines::zeroed((count * k + 1) * NR);
-        for (p, panel) in panels.chunks_exact_mut(k * NR).take(count).enumerate() {
+        let mut panels = Lines::zeroed((count * depth + 1) * NR);
+        for (p, panel) in panels.chunks_exact_mut(depth * NR).take(count).enumerate() {
             fill(p, panel);
         }
         let mut padded = vec![0f32; count * NR];
@@ -113,6 +198,7 @@ impl Packed {
         Self {
             n,
             k,
+            products,
             panels,
             bias: padded,
         }
@@ -126,6 +212,22 @@ impl Packed {
         self.k
     }
 
+    /// Rows of a panel: `k`, or its pairs.
+    fn depth(&self) -> usize {
+        match self.products {
+            Products::F32 => self.k,
+            Products::Bf16 => self.k.div_ceil(2),
+        }
+    }
+
+    /// `x` (`[m, k]`) as the tiles read it: itself, or rows of bf16 pairs.
+    fn inputs<'x>(&self, x: &'x [f32]) -> std::borrow::Cow<'x, [f32]> {
+        match self.products {
+            Products::F32 => x.into(),
+            Products::Bf16 => round_rows(x, self.k).into(),
+        }
+    }
+
     /// Panels of 32 output columns.
     pub fn panels(&self) -> usize {
         self.n.div_ceil(NR)
@@ -135,7 +237,7 @@ impl Packed {
     fn whole(&self, panels: Range<usize>) -> Part {
         Part {
             panels,
-            inputs: 0..self.k,
+            inputs: 0..self.depth(),
             bias: true,
         }
     }
@@ -157,8 +259,9 @@ impl Packed {
         let threads = rayon::current_num_threads().max(1);
         let (tiles, panels) = (m.div_ceil(MR), self.n.div_ceil(NR));
         let all = self.whole(0..panels);
+        // Each task rounds its own rows to bf16 pairs, where it has any.
         if threads == 1 {
-            rows(self, all, x, &mut y, epilogue);
+            rows(self, all, &self.inputs(x), &mut y, epilogue);
         } else if tiles >= threads * TASKS_PER_THREAD * MIN_TILES || panels < threads {
             let tasks = (threads * TASKS_PER_THREAD).min(tiles);
             let (mut x, mut out) = (x, &mut y[..]);
@@ -175,8 +278,9 @@ impl Packed {
             }
             parts
                 .into_par_iter()
-                .for_each(|(x, y)| rows(self, all.clone(), x, y, epilogue));
+                .for_each(|(x, y)| rows(self, all.clone(), &self.inputs(x), y, epilogue));
         } else {
+            let x = &*self.inputs(x);
             // Panels `[t·panels/threads, …)` per task, into a buffer of its
             // own, then copied into place.
             let parts: Vec<(usize, usize, Vec<f32>)> = (0..threads)
@@ -206,13 +310,15 @@ impl Packed {
         assert_eq!(x.len(), m * self.k, "input is not [m, k]");
         assert_eq!(y.len(), m * self.n, "output is not [m, n]");
         if m > 0 && self.n > 0 {
+            let x = &*self.inputs(x);
             rows(self, self.whole(0..self.panels()), x, y, epilogue);
         }
     }
 
     /// `x`: `[m, part.inputs.len()]` → `y`: `[m, columns under
-    /// part.panels]`, on the calling thread.
+    /// part.panels]`, on the calling thread. f32 products only.
     pub fn part_into(&self, x: &[f32], part: Part, y: &mut [f32], epilogue: Epilogue) {
+        assert_eq!(self.products, Products::F32, "parts of bf16 products");
         let (k, panels) = (part.inputs.len(), part.panels.clone());
         assert!(part.inputs.end <= self.k && panels.end <= self.panels());
         let n = (panels.end * NR)
@@ -227,11 +333,33 @@ impl Packed {
     }
 }
 
-/// `x`: some rows of the input (the inputs under `part.inputs`); `y`: the
-/// same rows of the output's columns under `part.panels`, side by side.
+/// `x`: some rows of the input (the inputs under `part.inputs`, as
+/// `Packed::inputs` gives them); `y`: the same rows of the output's columns
+/// under `part.panels`, side by side.
+fn rows(packed: &Packed, part: Part, x: &[f32], y: &mut [f32], epilogue: Epilogue) {
+    match packed.products {
+        Products::F32 => rows_f32(packed, part, x, y, epilogue),
+        Products::Bf16 => {
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx512bf16")
+                && std::arch::is_x86_feature_detected!("avx512f")
+            {
+                // SAFETY: the CPU has the features `dpbf16::rows` is
+                // compiled for.
+                #[allow(unsafe_code)]
+                unsafe {
+                    dpbf16::rows(packed, part, x, y, epilogue)
+                };
+                return;
+            }
+            rows_widened(packed, part, x, y, epilogue);
+        }
+    }
+}
+
 /// One compiled version per target, with the tiles inlined into it.
 #[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
-fn rows(packed: &Packed, part: Part, x: &[f32], y: &mut [f32], epilogue: Epilogue) {
+fn rows_f32(packed: &Packed, part: Part, x: &[f32], y: &mut [f32], epilogue: Epilogue) {
     // A tile row is two vector registers, so the 12 sums fill 12 of
     // AVX-512's 32 registers or 12 of AVX2's 16. Two 512-bit FMA pipes
     // (Zen 5, recent Xeons) need 8 or more independent sums in flight to
@@ -239,15 +367,25 @@ fn rows(packed: &Packed, part: Part, x: &[f32], y: &mut [f32], epilogue: Epilogu
     // 6×32 tile runs the model's GEMMs 1.35-1.4x faster on one thread
     // (234 GFLOP/s of a 255 peak).
     if target_cfg_f!(target_feature = "avx512f") {
-        rows_of::<NR>(packed, part, x, y, epilogue);
+        rows_of::<NR, F32s>(packed, part, x, y, epilogue);
     } else {
-        rows_of::<{ NR / 2 }>(packed, part, x, y, epilogue);
+        rows_of::<{ NR / 2 }, F32s>(packed, part, x, y, epilogue);
     }
 }
 
-/// `rows` with tiles `W` columns wide.
+/// bf16 products on CPUs without AVX-512 BF16: each pair widened to f32.
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn rows_widened(packed: &Packed, part: Part, x: &[f32], y: &mut [f32], epilogue: Epilogue) {
+    if target_cfg_f!(target_feature = "avx512f") {
+        rows_of::<NR, Widened>(packed, part, x, y, epilogue);
+    } else {
+        rows_of::<{ NR / 2 }, Widened>(packed, part, x, y, epilogue);
+    }
+}
+
+/// `rows` with tiles `W` columns wide, multiplied by `P`.
 #[inline(always)]
-fn rows_of<const W: usize>(
+fn rows_of<const W: usize, P: Multiply>(
     packed: &Packed,
     Part {
         panels,
@@ -287,7 +425,7 @@ fn rows_of<const W: usize>(
                     std::array::from_fn(|r| &x[(r0 + r.min(valid - 1)) * k + k0..][..kc]);
                 for p in p0..(p0 + NC / NR).min(panels.end) {
                     let cols = NR.min(packed.n - p * NR);
-                    let block = &packed.panels[(p * packed.k + kw) * NR..];
+                    let block = &packed.panels[(p * packed.depth() + kw) * NR..];
                     for c0 in (0..cols).step_by(W) {
                         // Chunk `kk` starts at column `c0` of the panel's
                         // row `kk`; the tile reads its first `w` values.
@@ -307,17 +445,17 @@ fn rows_of<const W: usize>(
                         // Other widths (none in the models here) go
                         // through a whole tile on the side.
                         match (cols - c0).min(W) {
-                            w if w == W => tile::<W>(&a, b, bias, y, n, valid, step),
-                            24 => tile::<24>(&a, b, bias, y, n, valid, step),
-                            16 => tile::<16>(&a, b, bias, y, n, valid, step),
-                            8 => tile::<8>(&a, b, bias, y, n, valid, step),
+                            w if w == W => tile::<W, P>(&a, b, bias, y, n, valid, step),
+                            24 => tile::<24, P>(&a, b, bias, y, n, valid, step),
+                            16 => tile::<16, P>(&a, b, bias, y, n, valid, step),
+                            8 => tile::<8, P>(&a, b, bias, y, n, valid, step),
                             w => {
                                 let mut side = [[0f32; W]; MR];
                                 for (r, row) in side.iter_mut().enumerate().take(valid) {
                                     row[..w].copy_from_slice(&y[r * n..][..w]);
                                 }
                                 let flat = side.as_flattened_mut();
-                                tile::<W>(&a, b, bias, flat, W, valid, step);
+                                tile::<W, P>(&a, b, bias, flat, W, valid, step);
                                 for (r, row) in side.iter().enumerate().take(valid) {
                                     y[r * n..][..w].copy_from_slice(&row[..w]);
                                 }
@@ -345,7 +483,7 @@ struct Step {
 /// follows the last.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn tile<const C: usize>(
+fn tile<const C: usize, P: Multiply>(
     a: &[&[f32]; MR],
     b: &[[f32; NR]],
     bias: &[f32],
@@ -372,7 +510,7 @@ fn tile<const C: usize>(
                 .expect("a whole tile");
         }
     }
-    product(a, b, &mut acc);
+    P::product(a, b, &mut acc);
     let relu6 = matches!((step.last, step.epilogue), (true, Epilogue::Relu6));
     for (r, row) in acc.iter().enumerate() {
         if r < valid {
@@ -391,39 +529,262 @@ fn tile<const C: usize>(
     }
 }
 
-/// `acc += a · b` over the first C columns of `b`. With FMA, each row of
-/// the tile is one or two vector registers and each step two loads of `b`, six broadcasts of `a` and an
+/// How a tile multiplies a panel's rows into its sums.
+trait Multiply {
+    /// `acc += a · b` over the first C columns of `b`, where `a` holds MR
+    /// rows of the block's inputs and `b` the panel's rows.
+    fn product<const C: usize>(a: &[&[f32]; MR], b: &[[f32; NR]], acc: &mut [[f32; C]; MR]);
+}
+
+/// The six rows of `a`, each cut to the block's length, so the compiler
+/// drops the bounds checks (kept in an array, their lengths were reloaded
+/// and checked at every step).
+#[inline(always)]
+fn cut<'a>(a: &[&'a [f32]; MR], n: usize) -> [&'a [f32]; MR] {
+    a.map(|row| &row[..n])
+}
+
+/// Asks for the panel's row `PREFETCH` steps ahead of `kk`, whose first C
+/// values the tile reads.
+#[inline(always)]
+fn prefetch_ahead<const C: usize>(b: &[[f32; NR]], kk: usize) {
+    if let Some(ahead) = b.get(kk + PREFETCH) {
+        prefetch(ahead.as_ptr());
+        if C > LINE {
+            prefetch(ahead[LINE..].as_ptr());
+        }
+    }
+}
+
+/// f32 by f32. With FMA, each row of the tile is one or two vector
+/// registers and each step two loads of `b`, six broadcasts of `a` and an
 /// FMA per register: `sum` is only ever indexed by constants once the
 /// loops unroll, so it lives in registers (a dynamic index anywhere, as a
 /// partial row's copy would be, puts it on the stack and the loop goes
-/// scalar). Each row of `a` is its own slice cut to the panel's length,
-/// so the compiler drops the bounds checks (kept in an array, their
-/// lengths were reloaded and checked at every step), and `b`'s row is
-/// copied into a value first, so it is loaded once per step rather than
-/// once per FMA: with 12 FMAs folding their own load of it, the loop was
-/// bound by 18 loads per step instead of by its 12 FMAs.
-#[inline(always)]
-fn product<const C: usize>(a: &[&[f32]; MR], b: &[[f32; NR]], acc: &mut [[f32; C]; MR]) {
-    let n = b.len();
-    let [a0, a1, a2, a3, a4, a5] = *a;
-    let (a0, a1, a2, a3, a4, a5) = (&a0[..n], &a1[..n], &a2[..n], &a3[..n], &a4[..n], &a5[..n]);
-    let mut sum = *acc;
-    for (kk, panel) in b.iter().enumerate() {
-        if let Some(ahead) = b.get(kk + PREFETCH) {
-            prefetch(ahead.as_ptr());
-            if C > LINE {
-                prefetch(ahead[LINE..].as_ptr());
+/// scalar). `b`'s row is copied into a value first, so it is loaded once
+/// per step rather than once per FMA: with 12 FMAs folding their own load
+/// of it, the loop was bound by 18 loads per step instead of by its 12
+/// FMAs.
+struct F32s;
+
+impl Multiply for F32s {
+    #[inline(always)]
+    fn product<const C: usize>(a: &[&[f32]; MR], b: &[[f32; NR]], acc: &mut [[f32; C]; MR]) {
+        let [a0, a1, a2, a3, a4, a5] = cut(a, b.len());
+        let mut sum = *acc;
+        for (kk, panel) in b.iter().enumerate() {
+            prefetch_ahead::<C>(b, kk);
+            let w: [f32; C] = std::array::from_fn(|l| panel[l]);
+            let v = [a0[kk], a1[kk], a2[kk], a3[kk], a4[kk], a5[kk]];
+            for (row, v) in sum.iter_mut().zip(v) {
+                for (s, w) in row.iter_mut().zip(&w) {
+                    *s = v.mul_add(*w, *s);
+                }
             }
         }
-        let w: [f32; C] = std::array::from_fn(|l| panel[l]);
-        let v = [a0[kk], a1[kk], a2[kk], a3[kk], a4[kk], a5[kk]];
-        for (row, v) in sum.iter_mut().zip(v) {
-            for (s, w) in row.iter_mut().zip(&w) {
-                *s = v.mul_add(*w, *s);
-            }
+        *acc = sum;
+    }
+}
+
+/// `v` rounded to bf16 (to nearest, ties to even; NaN stays NaN), in the
+/// low 16 bits. Branch-free, so that rows of inputs round in vectors.
+#[inline(always)]
+fn bf16_bits(v: f32) -> u32 {
+    let x = v.to_bits();
+    // Wraps for NaNs only (whose result is not this).
+    let rounded = x.wrapping_add(0x7fff + ((x >> 16) & 1)) >> 16;
+    if v.is_nan() {
+        (x >> 16) | 0x40
+    } else {
+        rounded
+    }
+}
+
+/// The bits of `pair`'s values (one or two) rounded to bf16, the first in
+/// the low half, as one f32 slot; a missing second value is 0.
+#[inline(always)]
+fn bf16_pair(pair: &[f32]) -> f32 {
+    f32::from_bits(bf16_bits(pair[0]) | pair.get(1).map_or(0, |&v| bf16_bits(v) << 16))
+}
+
+/// Rows of `k` inputs as rows of `ceil(k / 2)` bf16 pairs. The fc2 input
+/// of a ViT-B layer at batch 8 is 14 M values per GEMM: rounded one at a
+/// time, this would cost a fifth of the GEMM.
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn round_rows(x: &[f32], k: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(x.len() / k.max(1) * k.div_ceil(2));
+    for row in x.chunks_exact(k.max(1)) {
+        let (pairs, last) = row.as_chunks::<2>();
+        out.extend(pairs.iter().map(|pair| bf16_pair(pair)));
+        if !last.is_empty() {
+            out.push(bf16_pair(last));
         }
     }
-    *acc = sum;
+    out
+}
+
+/// A slot's two bf16 values as f32s: (low, high).
+#[inline(always)]
+fn widen(pair: f32) -> (f32, f32) {
+    let bits = pair.to_bits();
+    (
+        f32::from_bits(bits << 16),
+        f32::from_bits(bits & 0xffff_0000),
+    )
+}
+
+/// bf16 pairs widened to f32 and multiplied as `vdpbf16ps` does (the
+/// high pair first, each product exact and added with one rounding), for
+/// CPUs without it: about f32's speed, the same sums but for
+/// `vdpbf16ps`'s flushing of denormals.
+struct Widened;
+
+impl Multiply for Widened {
+    #[inline(always)]
+    fn product<const C: usize>(a: &[&[f32]; MR], b: &[[f32; NR]], acc: &mut [[f32; C]; MR]) {
+        let [a0, a1, a2, a3, a4, a5] = cut(a, b.len());
+        let mut sum = *acc;
+        for (kk, panel) in b.iter().enumerate() {
+            prefetch_ahead::<C>(b, kk);
+            let w: [(f32, f32); C] = std::array::from_fn(|l| widen(panel[l]));
+            let v = [a0[kk], a1[kk], a2[kk], a3[kk], a4[kk], a5[kk]];
+            for (row, v) in sum.iter_mut().zip(v) {
+                let (lo, hi) = widen(v);
+                for (s, (wl, wh)) in row.iter_mut().zip(&w) {
+                    *s = lo.mul_add(*wl, hi.mul_add(*wh, *s));
+                }
+            }
+        }
+        *acc = sum;
+    }
+}
+
+/// bf16 pairs by AVX-512 BF16's `vdpbf16ps`: a 6×32 tile is 12 registers
+/// of sums, each step two loads of weight pairs, six broadcast input pairs
+/// and 12 instructions of 32 multiply-adds, where f32 FMAs do 16.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod dpbf16 {
+    use std::arch::x86_64::{
+        __m512, __m512bh, _mm512_dpbf16_ps, _mm512_load_ps, _mm512_loadu_ps, _mm512_set1_ps,
+        _mm512_storeu_ps,
+    };
+
+    use super::{Epilogue, MR, Multiply, NR, Packed, Part, cut, prefetch_ahead, rows_of};
+
+    /// `super::rows` for bf16 products, with the tiles inlined.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F and AVX-512 BF16.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn rows(
+        packed: &Packed,
+        part: Part,
+        x: &[f32],
+        y: &mut [f32],
+        epilogue: Epilogue,
+    ) {
+        rows_of::<NR, Dpbf16>(packed, part, x, y, epilogue);
+    }
+
+    struct Dpbf16;
+
+    impl Multiply for Dpbf16 {
+        #[inline(always)]
+        fn product<const C: usize>(a: &[&[f32]; MR], b: &[[f32; NR]], acc: &mut [[f32; C]; MR]) {
+            // SAFETY: only `rows` above, which requires the features,
+            // tiles with this product.
+            unsafe { product(a, b, acc) }
+        }
+    }
+
+    /// Every tile is a whole panel's 32 columns wide here: narrower ones
+    /// (a layer's last 24, 16 or 8 columns) compute all 32 over the
+    /// panel's zero padding and keep their C. The 12 sums are named
+    /// variables: as an array of arrays like `F32s`', they went through
+    /// the stack at every step (1.0x f32's speed instead of ~2x). The
+    /// weights are aligned loads: `loadu` copies through a temporary,
+    /// checked for overlap, wherever debug assertions are on (tests, dev
+    /// benches).
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    #[inline]
+    fn product<const C: usize>(a: &[&[f32]; MR], b: &[[f32; NR]], acc: &mut [[f32; C]; MR]) {
+        let [a0, a1, a2, a3, a4, a5] = cut(a, b.len());
+        let mut wide = [[0f32; NR]; MR];
+        for (w, s) in wide.iter_mut().zip(acc.iter()) {
+            w[..C].copy_from_slice(s);
+        }
+        // SAFETY: 16 floats at offsets 0 and 16 of a row of 32.
+        let load = |row: &[f32; NR]| unsafe {
+            [
+                _mm512_loadu_ps(row.as_ptr()),
+                _mm512_loadu_ps(row[16..].as_ptr()),
+            ]
+        };
+        let [[mut s00, mut s01], [mut s10, mut s11], [mut s20, mut s21]] =
+            [load(&wide[0]), load(&wide[1]), load(&wide[2])];
+        let [[mut s30, mut s31], [mut s40, mut s41], [mut s50, mut s51]] =
+            [load(&wide[3]), load(&wide[4]), load(&wide[5])];
+        for (kk, panel) in b.iter().enumerate() {
+            prefetch_ahead::<NR>(b, kk);
+            // SAFETY: a panel's row is 32 floats from a cache line (the
+            // panels start on one and rows are 128 bytes): two aligned
+            // vectors.
+            let (w0, w1) = unsafe {
+                (
+                    pairs(_mm512_load_ps(panel.as_ptr())),
+                    pairs(_mm512_load_ps(panel[16..].as_ptr())),
+                )
+            };
+            let v0 = pairs(_mm512_set1_ps(a0[kk]));
+            s00 = _mm512_dpbf16_ps(s00, v0, w0);
+            s01 = _mm512_dpbf16_ps(s01, v0, w1);
+            let v1 = pairs(_mm512_set1_ps(a1[kk]));
+            s10 = _mm512_dpbf16_ps(s10, v1, w0);
+            s11 = _mm512_dpbf16_ps(s11, v1, w1);
+            let v2 = pairs(_mm512_set1_ps(a2[kk]));
+            s20 = _mm512_dpbf16_ps(s20, v2, w0);
+            s21 = _mm512_dpbf16_ps(s21, v2, w1);
+            let v3 = pairs(_mm512_set1_ps(a3[kk]));
+            s30 = _mm512_dpbf16_ps(s30, v3, w0);
+            s31 = _mm512_dpbf16_ps(s31, v3, w1);
+            let v4 = pairs(_mm512_set1_ps(a4[kk]));
+            s40 = _mm512_dpbf16_ps(s40, v4, w0);
+            s41 = _mm512_dpbf16_ps(s41, v4, w1);
+            let v5 = pairs(_mm512_set1_ps(a5[kk]));
+            s50 = _mm512_dpbf16_ps(s50, v5, w0);
+            s51 = _mm512_dpbf16_ps(s51, v5, w1);
+        }
+        let sums = [
+            [s00, s01],
+            [s10, s11],
+            [s20, s21],
+            [s30, s31],
+            [s40, s41],
+            [s50, s51],
+        ];
+        for (w, [lo, hi]) in wide.iter_mut().zip(sums) {
+            // SAFETY: as `load`.
+            unsafe {
+                _mm512_storeu_ps(w.as_mut_ptr(), lo);
+                _mm512_storeu_ps(w[16..].as_mut_ptr(), hi);
+            }
+        }
+        for (s, w) in acc.iter_mut().zip(&wide) {
+            s.copy_from_slice(&w[..C]);
+        }
+    }
+
+    /// 16 slots of bf16 pairs, as the instruction takes them. Compiled
+    /// for AVX-512 like its callers, so that the vector stays in a
+    /// register (without it, the value went through the stack).
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn pairs(v: __m512) -> __m512bh {
+        // SAFETY: both are 64 bytes of plain lanes; every bit pattern is a
+        // valid value of either.
+        unsafe { std::mem::transmute::<__m512, __m512bh>(v) }
+    }
 }
 
 /// Asks for the cache line holding `p` to be brought into L1. A tile
@@ -513,9 +874,9 @@ mod tests {
                 let want = reference(&x, &w, &b, m, n, k, relu6);
                 let mut narrow = vec![0f32; m * n];
                 let all = packed.whole(0..packed.panels());
-                rows_of::<{ NR / 2 }>(&packed, all.clone(), &x, &mut narrow, epilogue);
+                rows_of::<{ NR / 2 }, F32s>(&packed, all.clone(), &x, &mut narrow, epilogue);
                 let mut wide = vec![0f32; m * n];
-                rows_of::<NR>(&packed, all, &x, &mut wide, epilogue);
+                rows_of::<NR, F32s>(&packed, all, &x, &mut wide, epilogue);
                 let mut results = vec![(narrow, "16".to_string()), (wide, "32".to_string())];
                 // Shared out by rows or by columns, whichever the shape and
                 // the thread count call for.
@@ -538,6 +899,93 @@ mod tests {
                         "{m}x{n}x{k} {epilogue:?}, tiles {how}: {worst}"
                     );
                 }
+            }
+        }
+    }
+
+    /// The same bits as the `half` crate's conversion: ties both ways,
+    /// either side of them, the edges of the range, infinities and NaN.
+    #[test]
+    fn bf16_rounding_is_to_nearest_even() {
+        let mut bits: Vec<u32> = vec![0, 0x8000_0000, 0x7f80_0000, 0xff80_0000, 0x7fc0_0000];
+        bits.extend([
+            0x7f7f_ffff,
+            0x0000_0001,
+            0x0080_0000,
+            0xffff_ffff,
+            0x7f80_0001,
+        ]);
+        for base in [0x3f80_0000u32, 0x3f81_0000, 0xc2c8_0000, 0x0001_0000] {
+            bits.extend((0..=0x1_0000).step_by(0x10).map(|low| base + low));
+            bits.extend([base + 0x7fff, base + 0x8000, base + 0x8001, base + 0x1_8000]);
+        }
+        for x in bits.into_iter().map(f32::from_bits) {
+            let want = half::bf16::from_f32(x).to_bits();
+            let got = bf16_bits(x);
+            if x.is_nan() {
+                assert!(half::bf16::from_bits(got as u16).is_nan(), "{x:?}");
+            } else {
+                assert_eq!(got, u32::from(want), "{:#x}", x.to_bits());
+            }
+        }
+    }
+
+    /// bf16 products: the plain product of the values rounded to bf16,
+    /// on every path this CPU can run (widened pairs at both tile widths,
+    /// `vdpbf16ps` where it has it, dispatched on 1-3 threads), odd K
+    /// included.
+    #[test]
+    fn bf16_products_are_the_product_of_rounded_values() {
+        let round = |v: &[f32]| -> Vec<f32> {
+            v.iter()
+                .map(|&x| half::bf16::from_f32(x).to_f32())
+                .collect()
+        };
+        for &(m, n, k) in &[
+            (1, 1, 1),
+            (7, 17, 3),
+            (13, 40, 301),
+            (6, 16, 256),
+            (130, 33, 600),
+            (1, 1000, 1280),
+            (20, 2304, 768),
+        ] {
+            let (x, w, b) = (values(m * k, 1), values(n * k, 2), values(n, 3));
+            let packed = Packed::with_products(&w, &b, n, k, Products::Bf16);
+            let want = reference(&round(&x), &round(&w), &b, m, n, k, false);
+            let pairs = packed.inputs(&x);
+            let all = packed.whole(0..packed.panels());
+            let mut results = Vec::new();
+            let mut narrow = vec![0f32; m * n];
+            rows_of::<{ NR / 2 }, Widened>(
+                &packed,
+                all.clone(),
+                &pairs,
+                &mut narrow,
+                Epilogue::Identity,
+            );
+            results.push((narrow, "widened, 16".to_string()));
+            let mut wide = vec![0f32; m * n];
+            rows_of::<NR, Widened>(&packed, all, &pairs, &mut wide, Epilogue::Identity);
+            results.push((wide, "widened, 32".to_string()));
+            for threads in 1..=3 {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .expect("a thread pool");
+                let dispatched = pool.install(|| packed.forward(&x, m, Epilogue::Identity));
+                results.push((dispatched, format!("dispatched, {threads} threads")));
+            }
+            for (got, how) in results {
+                let worst = got
+                    .iter()
+                    .zip(&want)
+                    .map(|(g, w)| (g - w).abs())
+                    .fold(0f32, f32::max);
+                assert!(
+                    worst < 1e-4 * (k as f32).sqrt(),
+                    "{m}x{n}x{k}, {how}: {worst}"
+                );
             }
         }
     }
@@ -594,12 +1042,15 @@ mod tests {
 
     #[test]
     fn weights_given_k_major_pack_the_same() {
-        for &(n, k) in &[(64, 577), (7, 3), (40, 33)] {
+        for &(n, k) in &[(64, 577), (7, 3), (40, 33), (577, 64)] {
             let (w, b) = (values(n * k, 7), values(n, 8));
             let transposed: Vec<f32> = (0..k * n).map(|i| w[(i % n) * k + i / n]).collect();
-            let a = Packed::new(&w, &b, n, k);
-            let t = Packed::from_k_major(&transposed, &b, n, k);
-            assert_eq!(*a.panels, *t.panels, "{n}x{k}");
+            for products in [Products::F32, Products::Bf16] {
+                let a = Packed::with_products(&w, &b, n, k, products);
+                let t = Packed::from_k_major(&transposed, &b, n, k, products);
+                let bits = |p: &Packed| p.panels.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&a), bits(&t), "{n}x{k} {products:?}");
+            }
         }
     }
 

@@ -6,20 +6,35 @@
 //! single-threaded `broadcast_add`, and its `gelu_erf` is another
 //! single-threaded pass; on a 2-core CPU those passes cost a quarter of a
 //! BLIP layer. On the CPU, f32 weights are packed once at load
-//! (`kernels/gemm.rs`); the activations are compiled for AVX2 + FMA and
+//! (`kernels/gemm.rs`), for f32 or bf16 products; the activations are compiled for AVX2 + FMA and
 //! AVX-512 besides the baseline x86-64 and picked at run time
 //! (`multiversion`). Other devices and dtypes use candle's ops.
 
 use std::sync::Arc;
 
-use candle_core::{CpuStorage, CustomOp1, D, Layout, Module, Result, Shape, Tensor, bail};
+use candle_core::{
+    CpuStorage, CustomOp1, D, DType, Device, Layout, Module, Result, Shape, Tensor, bail,
+};
 use candle_nn::VarBuilder;
 use multiversion::multiversion;
 
 use super::{
     exp::exp,
-    gemm::{Epilogue, Packed},
+    gemm::{Epilogue, Packed, Products},
 };
+
+/// What a model's weights are held in and how its dense layers multiply,
+/// for `dtype` on `device`. On the CPU, bf16 is bf16 products in f32
+/// tensors: the dense layers' GEMMs round weights and inputs to bf16 and
+/// sum in f32 (`Products::Bf16`), and everything else (norms, softmax,
+/// residuals) stays f32, which candle's bf16 ops would run several times
+/// slower. Elsewhere the tensors are in `dtype`.
+pub fn precision(device: &Device, dtype: DType) -> (DType, Products) {
+    match (device.is_cpu(), dtype) {
+        (true, DType::BF16) => (DType::F32, Products::Bf16),
+        _ => (dtype, Products::F32),
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Activation {
@@ -50,20 +65,32 @@ pub struct Linear {
     weight: Tensor,
     bias: Tensor,
     act: Activation,
+    products: Products,
     /// The weights packed for the CPU GEMM (f32 on the CPU only).
     packed: Option<Arc<Packed>>,
 }
 
 impl Linear {
-    /// From `weight` `[out, in]` and `bias` `[out]`.
+    /// From `weight` `[out, in]` and `bias` `[out]`, f32 products.
     pub fn new(weight: Tensor, bias: Tensor, act: Activation) -> Result<Self> {
-        let packed = if weight.device().is_cpu() && weight.dtype() == candle_core::DType::F32 {
+        Self::with_products(weight, bias, act, Products::F32)
+    }
+
+    /// As `new`; on the CPU, the GEMM multiplies as `products` says.
+    pub fn with_products(
+        weight: Tensor,
+        bias: Tensor,
+        act: Activation,
+        products: Products,
+    ) -> Result<Self> {
+        let packed = if weight.device().is_cpu() && weight.dtype() == DType::F32 {
             let (out, inputs) = weight.dims2()?;
-            Some(Arc::new(Packed::new(
+            Some(Arc::new(Packed::with_products(
                 &weight.flatten_all()?.to_vec1::<f32>()?,
                 &bias.to_vec1::<f32>()?,
                 out,
                 inputs,
+                products,
             )))
         } else {
             None
@@ -72,15 +99,23 @@ impl Linear {
             weight,
             bias,
             act,
+            products,
             packed,
         })
     }
 
-    pub fn load(vb: VarBuilder, in_dim: usize, out_dim: usize, act: Activation) -> Result<Self> {
-        Self::new(
+    pub fn load(
+        vb: VarBuilder,
+        in_dim: usize,
+        out_dim: usize,
+        act: Activation,
+        products: Products,
+    ) -> Result<Self> {
+        Self::with_products(
             vb.get((out_dim, in_dim), "weight")?,
             vb.get(out_dim, "bias")?,
             act,
+            products,
         )
     }
 
@@ -100,15 +135,26 @@ impl Linear {
         self.act
     }
 
+    /// How its GEMM multiplies on the CPU.
+    pub fn products(&self) -> Products {
+        self.products
+    }
+
+    /// The dtype of its weights, and so of its outputs.
+    pub fn dtype(&self) -> DType {
+        self.weight.dtype()
+    }
+
     /// Layers reading the same input as one GEMM (query, key and value),
-    /// their outputs side by side.
+    /// their outputs side by side, multiplied as the first's.
     pub fn stack(parts: &[Linear]) -> Result<Self> {
         let weights = parts.iter().map(|l| &l.weight).collect::<Vec<_>>();
         let biases = parts.iter().map(|l| &l.bias).collect::<Vec<_>>();
-        Self::new(
+        Self::with_products(
             Tensor::cat(&weights, 0)?,
             Tensor::cat(&biases, 0)?,
             Activation::Identity,
+            parts.first().map_or(Products::F32, |l| l.products),
         )
     }
 
@@ -118,10 +164,11 @@ impl Linear {
         if self.act != Activation::Identity {
             bail!("only a linear output can absorb a scale");
         }
-        Self::new(
+        Self::with_products(
             self.weight.broadcast_mul(&gamma.unsqueeze(1)?)?,
             (&self.bias * gamma)?,
             self.act,
+            self.products,
         )
     }
 
