@@ -433,8 +433,11 @@ fn dense_check(device: &Device) -> anyhow::Result<()> {
 fn layer_ops(device: &Device, dt: DType, name: &str, batch: usize) -> anyhow::Result<()> {
     let (tokens, hidden, heads, mlp) = (577, 1024, 16, 4096);
     let rows = batch * tokens;
+    // As the worker runs `dt` here: on the CPU, bf16 is bf16 products.
+    let (dt, products) = precision(device, dt);
     let rand = |shape: &[usize]| Tensor::randn(0f32, 0.5, shape, device)?.to_dtype(dt);
-    let dense = |i: usize, o: usize, act| Linear::new(rand(&[o, i])?, rand(&[o])?, act);
+    let dense =
+        |i: usize, o: usize, act| Linear::with_products(rand(&[o, i])?, rand(&[o])?, act, products);
     let x = rand(&[batch, tokens, hidden])?;
     let (gamma, beta) = (rand(&[hidden])?, rand(&[hidden])?);
     let norm = layer_norm(
@@ -514,7 +517,7 @@ fn layer_ops(device: &Device, dt: DType, name: &str, batch: usize) -> anyhow::Re
         (
             "attention as run (split to merge; fused where it serves)",
             millis(device, || {
-                self_attention(&projected, heads, 0.125, None, Products::F32)
+                self_attention(&projected, heads, 0.125, None, products)
             })?,
             4.0 * (batch * heads * tokens * tokens * 64) as f64,
         ),

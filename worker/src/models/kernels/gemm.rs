@@ -341,9 +341,7 @@ fn rows(packed: &Packed, part: Part, x: &[f32], y: &mut [f32], epilogue: Epilogu
         Products::F32 => rows_f32(packed, part, x, y, epilogue),
         Products::Bf16 => {
             #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx512bf16")
-                && std::arch::is_x86_feature_detected!("avx512f")
-            {
+            if bf16_native() {
                 // SAFETY: the CPU has the features `dpbf16::rows` is
                 // compiled for.
                 #[allow(unsafe_code)]
@@ -355,6 +353,16 @@ fn rows(packed: &Packed, part: Part, x: &[f32], y: &mut [f32], epilogue: Epilogu
             rows_widened(packed, part, x, y, epilogue);
         }
     }
+}
+
+/// Whether bf16 products run on the CPU's own instruction (AVX-512 BF16)
+/// rather than widened to f32, which runs at about f32's speed.
+pub fn bf16_native() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::arch::is_x86_feature_detected!("avx512bf16")
+        && std::arch::is_x86_feature_detected!("avx512f");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 /// One compiled version per target, with the tiles inlined into it.

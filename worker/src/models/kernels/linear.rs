@@ -31,7 +31,15 @@ use super::{
 /// slower. Elsewhere the tensors are in `dtype`.
 pub fn precision(device: &Device, dtype: DType) -> (DType, Products) {
     match (device.is_cpu(), dtype) {
-        (true, DType::BF16) => (DType::F32, Products::Bf16),
+        (true, DType::BF16) => {
+            if !super::gemm::bf16_native() {
+                tracing::warn!(
+                    "this CPU has no AVX-512 BF16: bf16 products run widened to f32, \
+                     at about f32's speed (same results as on a CPU with it)"
+                );
+            }
+            (DType::F32, Products::Bf16)
+        }
         _ => (dtype, Products::F32),
     }
 }
