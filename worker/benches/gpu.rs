@@ -582,8 +582,11 @@ fn layer_ops(device: &Device, dt: DType, name: &str, batch: usize) -> anyhow::Re
 /// its norm; per step: the LM head.
 fn decode_ops(device: &Device, dt: DType, name: &str, batch: usize) -> anyhow::Result<()> {
     let (hidden, heads, mlp, image, vocab, past) = (768, 12, 3072, 577, 30524, 10);
+    // As the worker runs `dt` here: on the CPU, bf16 is bf16 products.
+    let (dt, products) = precision(device, dt);
     let rand = |shape: &[usize]| Tensor::randn(0f32, 0.5, shape, device)?.to_dtype(dt);
-    let dense = |i: usize, o: usize, act| Linear::new(rand(&[o, i])?, rand(&[o])?, act);
+    let dense =
+        |i: usize, o: usize, act| Linear::with_products(rand(&[o, i])?, rand(&[o])?, act, products);
     let x = rand(&[batch, 1, hidden])?;
     let (qkv, q, out) = (
         dense(hidden, 3 * hidden, Activation::Identity)?,
@@ -606,7 +609,7 @@ fn decode_ops(device: &Device, dt: DType, name: &str, batch: usize) -> anyhow::R
             device,
         ),
     )?;
-    let (lm_w, lm_b) = (rand(&[vocab, hidden])?, rand(&[vocab])?);
+    let lm_head = dense(hidden, vocab, Activation::Identity)?;
     let projected = qkv.forward(&x)?;
     let query = split_heads(&projected, 3, heads, 0.125)?.remove(0);
     let keys = rand(&[batch, heads, past, 64])?;
@@ -677,9 +680,7 @@ fn decode_ops(device: &Device, dt: DType, name: &str, batch: usize) -> anyhow::R
             1,
         ),
     ];
-    let lm = millis(device, || {
-        x.squeeze(1)?.matmul(&lm_w.t()?)?.broadcast_add(&lm_b)
-    })?;
+    let lm = millis(device, || lm_head.forward(&x.squeeze(1)?))?;
     let layer: f64 = ops.iter().map(|(_, ms, n)| ms * *n as f64).sum();
     println!("\nOne step of BLIP-large's decoder, {name}, batch {batch}: each op alone");
     println!("| op | ms | per layer |");
