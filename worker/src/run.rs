@@ -167,15 +167,13 @@ impl Service<'_> {
                 .join()
                 .map_err(|_| anyhow::anyhow!("engine thread panicked"))?,
         );
-        let abandoned = |joined: Result<(), tokio::task::JoinError>| match joined {
+        // A task aborted above ended as asked; one that panicked is an error.
+        let ended = |joined: Result<(), tokio::task::JoinError>| match joined {
             Err(e) if !e.is_cancelled() => Err(anyhow::Error::from(e)),
             _ => Ok(()),
         };
-        abandoned(batched)?;
-        let reply_result = match replied {
-            Ok(result) => result,
-            Err(e) => abandoned(Err(e)),
-        };
+        ended(batched)?;
+        let reply_result = replied.unwrap_or_else(|e| ended(Err(e)));
         // Closing waits for the broker's answer, which a dead connection
         // may never give.
         tokio::time::timeout(CLOSE_WAIT, channel.close(200, "worker stopped".into()))
