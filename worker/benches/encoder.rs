@@ -28,7 +28,7 @@ use worker::models::{
     EffnetEncoder, Images, Model,
     kernels::{
         depthwise,
-        gemm::{Epilogue, Packed, Products},
+        gemm::{self, Epilogue, Packed},
         in_pool,
         linear::{Activation, Linear},
         mbconv::InvertedResidual,
@@ -303,10 +303,20 @@ fn main() -> anyhow::Result<()> {
     println!();
     println!("Multiply-add peak, independent FMAs on {threads} threads: {peak:.1} GFLOP/s");
     println!();
-    println!(
-        "| GEMM rows x in -> out | ours (packed, + bias, ReLU6) GFLOP/s | ours / peak | candle matmul GFLOP/s | ours / candle | ours, bf16 products, GFLOP/s | bf16 / f32 |"
+    // bf16 products on every kernel this CPU has (AMX tiles, `vdpbf16ps`,
+    // widened to f32), the first being the one the worker runs.
+    let kernels = gemm::bf16_kernels();
+    print!(
+        "| GEMM rows x in -> out | ours (packed, + bias, ReLU6) GFLOP/s | ours / peak | candle matmul GFLOP/s | ours / candle |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for kernel in kernels {
+        print!(" bf16 products, {kernel:?}, GFLOP/s | / f32 |");
+    }
+    println!();
+    println!(
+        "|---|---:|---:|---:|---:|{}",
+        "---:|---:|".repeat(kernels.len())
+    );
     for (m, k, n, what) in [
         (8 * 112 * 112, 32, 16, "block 0 project, batch 8"),
         (8 * 56 * 56, 24, 144, "stage 2 expand"),
@@ -320,6 +330,8 @@ fn main() -> anyhow::Result<()> {
         (8 * 197, 3072, 768, "ViT-B MLP down"),
         (8 * 577, 768, 2304, "BLIP-base q, k, v, batch 8"),
         (8, 768, 30524, "BLIP-base vocabulary, a step at batch 8"),
+        (577, 64, 577, "BLIP attention, one head's q·kᵀ"),
+        (577, 577, 64, "BLIP attention, one head's scores · v"),
     ] {
         let x = Tensor::randn(0f32, 1.0, (m, k), &Device::Cpu)?;
         let w = Tensor::randn(0f32, 0.1, (n, k), &Device::Cpu)?;
@@ -331,20 +343,23 @@ fn main() -> anyhow::Result<()> {
         });
         let wt = w.t()?;
         let candle = time(Duration::from_secs(1), || x.matmul(&wt));
-        let bf16 = Packed::with_products(&w.flatten_all()?.to_vec1()?, &b, n, k, Products::Bf16);
-        let bf16 = time(Duration::from_secs(1), || {
-            bf16.forward(&xs, m, Epilogue::Relu6)
-        });
         let gflops = |secs: f64| 2.0 * (m * k * n) as f64 / secs / 1e9;
-        println!(
-            "| {m} x {k} -> {n} ({what}) | {:.1} | {:.0} % | {:.1} | {:.2}x | {:.1} | {:.2}x |",
+        print!(
+            "| {m} x {k} -> {n} ({what}) | {:.1} | {:.0} % | {:.1} | {:.2}x |",
             gflops(ours),
             100.0 * gflops(ours) / peak,
             gflops(candle),
             candle / ours,
-            gflops(bf16),
-            ours / bf16
         );
+        let weights = w.flatten_all()?.to_vec1()?;
+        for &kernel in kernels {
+            let bf16 = Packed::with_bf16_kernel(&weights, &b, n, k, kernel);
+            let bf16 = time(Duration::from_secs(1), || {
+                bf16.forward(&xs, m, Epilogue::Relu6)
+            });
+            print!(" {:.1} | {:.2}x |", gflops(bf16), ours / bf16);
+        }
+        println!();
     }
 
     // At batch 1 every image reads all the network's weights, and the

@@ -20,7 +20,7 @@ use multiversion::multiversion;
 
 use super::{
     exp::exp,
-    gemm::{Epilogue, Packed, Products},
+    gemm::{self, Bf16Kernel, Epilogue, Packed, Products},
 };
 
 /// What a model's weights are held in and how its dense layers multiply,
@@ -32,11 +32,13 @@ use super::{
 pub fn precision(device: &Device, dtype: DType) -> (DType, Products) {
     match (device.is_cpu(), dtype) {
         (true, DType::BF16) => {
-            if !super::gemm::bf16_native() {
-                tracing::warn!(
-                    "this CPU has no AVX-512 BF16: bf16 products run widened to f32, \
-                     at about f32's speed (same results as on a CPU with it)"
-                );
+            match gemm::bf16_kernel() {
+                Bf16Kernel::Amx => tracing::info!("bf16 products run on AMX tiles"),
+                Bf16Kernel::Dpbf16 => tracing::info!("bf16 products run on AVX-512 BF16"),
+                Bf16Kernel::Widened => tracing::warn!(
+                    "this CPU has neither AMX nor AVX-512 BF16: bf16 products run widened \
+                     to f32, at about f32's speed"
+                ),
             }
             (DType::F32, Products::Bf16)
         }

@@ -30,6 +30,13 @@ use rayon::prelude::*;
 
 use super::lines::{LINE, Lines};
 
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod amx;
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod dpbf16;
+
 /// Rows of a tile.
 const MR: usize = 6;
 /// Columns of a packed panel: the widest tile.
@@ -84,12 +91,14 @@ pub struct Part {
 /// Xeon with AVX-512 than with rows that straddled three.
 ///
 /// With bf16 products a panel is `[ceil(k / 2)][32]`, each slot the pair
-/// of weights `k = 2i` (low half) and `2i + 1` of its column.
+/// of weights `k = 2i` (low half) and `2i + 1` of its column; for AMX
+/// tiles, with zero rows to a multiple of 16.
 #[derive(Debug)]
 pub struct Packed {
     n: usize,
     k: usize,
-    products: Products,
+    /// How bf16 products run; `None` for f32 products.
+    bf16: Option<Bf16Kernel>,
     panels: Lines,
     bias: Vec<f32>,
 }
@@ -118,15 +127,33 @@ impl Packed {
                     }
                 }
             }),
-            Products::Bf16 => Self::pack_pairs(bias, n, k, |p, panel| {
-                for j in 0..NR.min(n - p * NR) {
-                    let row = &weight[(p * NR + j) * k..][..k];
-                    for (i, pair) in row.chunks(2).enumerate() {
-                        panel[i * NR + j] = bf16_pair(pair);
-                    }
-                }
-            }),
+            Products::Bf16 => Self::with_bf16_kernel(weight, bias, n, k, bf16_kernel()),
         }
+    }
+
+    /// As `with_products` for bf16 products, run by `kernel`, one of
+    /// `bf16_kernels()` (for comparing them; `with_products` takes the
+    /// fastest).
+    pub fn with_bf16_kernel(
+        weight: &[f32],
+        bias: &[f32],
+        n: usize,
+        k: usize,
+        kernel: Bf16Kernel,
+    ) -> Self {
+        assert_eq!(weight.len(), n * k, "weight is not [n, k]");
+        assert!(
+            bf16_kernels().contains(&kernel),
+            "{kernel:?} does not run on this CPU"
+        );
+        Self::pack_pairs(bias, n, k, kernel, |p, panel| {
+            for j in 0..NR.min(n - p * NR) {
+                let row = &weight[(p * NR + j) * k..][..k];
+                for (i, pair) in row.chunks(2).enumerate() {
+                    panel[i * NR + j] = bf16_pair(pair);
+                }
+            }
+        })
     }
 
     /// `weight`: `[k, n]` row-major, the transpose of `with_products`'
@@ -147,9 +174,10 @@ impl Packed {
                     row[..cols].copy_from_slice(&weight[kk * n + p * NR..][..cols]);
                 }
             }),
-            Products::Bf16 => Self::pack_pairs(bias, n, k, |p, panel| {
+            Products::Bf16 => Self::pack_pairs(bias, n, k, bf16_kernel(), |p, panel| {
                 let cols = NR.min(n - p * NR);
-                for (i, row) in panel.chunks_exact_mut(NR).enumerate() {
+                let pairs = panel.chunks_exact_mut(NR).take(k.div_ceil(2));
+                for (i, row) in pairs.enumerate() {
                     let at = |kk: usize| weight.get(kk * n + p * NR..).unwrap_or_default();
                     let (even, odd) = (at(2 * i), at(2 * i + 1));
                     for (j, slot) in row[..cols].iter_mut().enumerate() {
@@ -162,30 +190,40 @@ impl Packed {
 
     /// How it multiplies.
     pub fn products(&self) -> Products {
-        self.products
+        match self.bf16 {
+            None => Products::F32,
+            Some(_) => Products::Bf16,
+        }
     }
 
     /// Zeroed f32 panels, each filled by `fill(p, panel)`, and the bias
     /// padded.
     fn pack(bias: &[f32], n: usize, k: usize, fill: impl FnMut(usize, &mut [f32])) -> Self {
-        Self::pack_rows(bias, n, k, k, Products::F32, fill)
+        Self::pack_rows(bias, n, k, None, fill)
     }
 
-    /// Zeroed panels of bf16 pairs, each filled by `fill(p, panel)`.
-    fn pack_pairs(bias: &[f32], n: usize, k: usize, fill: impl FnMut(usize, &mut [f32])) -> Self {
-        Self::pack_rows(bias, n, k, k.div_ceil(2), Products::Bf16, fill)
+    /// Zeroed panels of bf16 pairs for `kernel`, each filled by `fill(p,
+    /// panel)`.
+    fn pack_pairs(
+        bias: &[f32],
+        n: usize,
+        k: usize,
+        kernel: Bf16Kernel,
+        fill: impl FnMut(usize, &mut [f32]),
+    ) -> Self {
+        Self::pack_rows(bias, n, k, Some(kernel), fill)
     }
 
-    /// Panels of `depth` rows.
+    /// Panels of `depth(k, bf16)` rows.
     fn pack_rows(
         bias: &[f32],
         n: usize,
         k: usize,
-        depth: usize,
-        products: Products,
+        bf16: Option<Bf16Kernel>,
         mut fill: impl FnMut(usize, &mut [f32]),
     ) -> Self {
         assert_eq!(bias.len(), n, "bias is not [n]");
+        let depth = depth(k, bf16);
         let count = n.div_ceil(NR);
         // One row of slack after the last panel: a tile that starts at
         // column 16 views its K rows as whole chunks of NR from there.
@@ -198,7 +236,7 @@ impl Packed {
         Self {
             n,
             k,
-            products,
+            bf16,
             panels,
             bias: padded,
         }
@@ -212,19 +250,21 @@ impl Packed {
         self.k
     }
 
-    /// Rows of a panel: `k`, or its pairs.
+    /// Rows of a panel.
     fn depth(&self) -> usize {
-        match self.products {
-            Products::F32 => self.k,
-            Products::Bf16 => self.k.div_ceil(2),
-        }
+        depth(self.k, self.bf16)
     }
 
-    /// `x` (`[m, k]`) as the tiles read it: itself, or rows of bf16 pairs.
+    /// `x` (`[m, k]`) as the tiles read it: itself, or rows of bf16 pairs
+    /// (padded to whole AMX tiles for those).
     fn inputs<'x>(&self, x: &'x [f32]) -> std::borrow::Cow<'x, [f32]> {
-        match self.products {
-            Products::F32 => x.into(),
-            Products::Bf16 => round_rows(x, self.k).into(),
+        let m = x.len() / self.k.max(1);
+        match self.bf16 {
+            None => x.into(),
+            Some(Bf16Kernel::Amx) => {
+                round_rows(x, self.k, self.depth(), m.next_multiple_of(amx::TILE)).into()
+            }
+            Some(_) => round_rows(x, self.k, self.depth(), m).into(),
         }
     }
 
@@ -318,7 +358,7 @@ impl Packed {
     /// `x`: `[m, part.inputs.len()]` → `y`: `[m, columns under
     /// part.panels]`, on the calling thread. f32 products only.
     pub fn part_into(&self, x: &[f32], part: Part, y: &mut [f32], epilogue: Epilogue) {
-        assert_eq!(self.products, Products::F32, "parts of bf16 products");
+        assert_eq!(self.bf16, None, "parts of bf16 products");
         let (k, panels) = (part.inputs.len(), part.panels.clone());
         assert!(part.inputs.end <= self.k && panels.end <= self.panels());
         let n = (panels.end * NR)
@@ -337,32 +377,69 @@ impl Packed {
 /// `Packed::inputs` gives them); `y`: the same rows of the output's columns
 /// under `part.panels`, side by side.
 fn rows(packed: &Packed, part: Part, x: &[f32], y: &mut [f32], epilogue: Epilogue) {
-    match packed.products {
-        Products::F32 => rows_f32(packed, part, x, y, epilogue),
-        Products::Bf16 => {
-            #[cfg(target_arch = "x86_64")]
-            if bf16_native() {
-                // SAFETY: the CPU has the features `dpbf16::rows` is
-                // compiled for.
-                #[allow(unsafe_code)]
-                unsafe {
-                    dpbf16::rows(packed, part, x, y, epilogue)
-                };
-                return;
-            }
-            rows_widened(packed, part, x, y, epilogue);
-        }
+    match packed.bf16 {
+        None => rows_f32(packed, part, x, y, epilogue),
+        Some(Bf16Kernel::Widened) => rows_widened(packed, part, x, y, epilogue),
+        // SAFETY: the kernel was chosen by `bf16_kernel`, which found what
+        // it needs on this CPU (or a test did, likewise).
+        #[cfg(target_arch = "x86_64")]
+        #[allow(unsafe_code)]
+        Some(Bf16Kernel::Dpbf16) => unsafe { dpbf16::rows(packed, part, x, y, epilogue) },
+        #[cfg(target_arch = "x86_64")]
+        #[allow(unsafe_code)]
+        Some(Bf16Kernel::Amx) => unsafe { amx::rows(packed, part, x, y, epilogue) },
+        #[cfg(not(target_arch = "x86_64"))]
+        Some(_) => unreachable!("x86-64 kernels are only chosen there"),
     }
 }
 
-/// Whether bf16 products run on the CPU's own instruction (AVX-512 BF16)
-/// rather than widened to f32, which runs at about f32's speed.
-pub fn bf16_native() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return std::arch::is_x86_feature_detected!("avx512bf16")
-        && std::arch::is_x86_feature_detected!("avx512f");
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+/// Rows of a panel of `k` inputs: `k`, or its pairs for bf16 products,
+/// padded to whole tiles for AMX.
+fn depth(k: usize, bf16: Option<Bf16Kernel>) -> usize {
+    match bf16 {
+        None => k,
+        Some(Bf16Kernel::Amx) => k.div_ceil(2).next_multiple_of(amx::TILE),
+        Some(_) => k.div_ceil(2),
+    }
+}
+
+/// How bf16 products run on a CPU, fastest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bf16Kernel {
+    /// AMX tiles' `tdpbf16ps` (Intel Xeon from Sapphire Rapids on).
+    Amx,
+    /// AVX-512 BF16's `vdpbf16ps`.
+    Dpbf16,
+    /// Each pair widened to f32 and multiplied by FMAs, as `vdpbf16ps`
+    /// does: about f32's speed.
+    Widened,
+}
+
+/// The fastest way this CPU (and OS) runs bf16 products.
+pub fn bf16_kernel() -> Bf16Kernel {
+    bf16_kernels()[0]
+}
+
+/// The ways this CPU (and OS) can run bf16 products, fastest first, found
+/// once.
+pub fn bf16_kernels() -> &'static [Bf16Kernel] {
+    static KERNELS: std::sync::OnceLock<Vec<Bf16Kernel>> = std::sync::OnceLock::new();
+    KERNELS.get_or_init(|| {
+        let mut kernels = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if amx::available() {
+                kernels.push(Bf16Kernel::Amx);
+            }
+            if std::arch::is_x86_feature_detected!("avx512bf16")
+                && std::arch::is_x86_feature_detected!("avx512f")
+            {
+                kernels.push(Bf16Kernel::Dpbf16);
+            }
+        }
+        kernels.push(Bf16Kernel::Widened);
+        kernels
+    })
 }
 
 /// One compiled version per target, with the tiles inlined into it.
@@ -615,17 +692,22 @@ fn bf16_pair(pair: &[f32]) -> f32 {
     f32::from_bits(bf16_bits(pair[0]) | pair.get(1).map_or(0, |&v| bf16_bits(v) << 16))
 }
 
-/// Rows of `k` inputs as rows of `ceil(k / 2)` bf16 pairs. The fc2 input
-/// of a ViT-B layer at batch 8 is 14 M values per GEMM: rounded one at a
-/// time, this would cost a fifth of the GEMM.
+/// Rows of `k` inputs as `rows` rows of `width` slots: `ceil(k / 2)` bf16
+/// pairs, then zeros, and zero rows after the inputs'. The fc2 input of a
+/// ViT-B layer at batch 8 is 14 M values per GEMM: rounded one at a time,
+/// this would cost a fifth of the GEMM. The slots are written in place:
+/// `Vec::extend` stayed a call compiled for the baseline x86-64, 8 % of
+/// BLIP's captioning with AMX tiles.
 #[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
-fn round_rows(x: &[f32], k: usize) -> Vec<f32> {
-    let mut out = Vec::with_capacity(x.len() / k.max(1) * k.div_ceil(2));
-    for row in x.chunks_exact(k.max(1)) {
+fn round_rows(x: &[f32], k: usize, width: usize, rows: usize) -> Vec<f32> {
+    let mut out = vec![0f32; rows * width];
+    for (row, slots) in x.chunks_exact(k.max(1)).zip(out.chunks_exact_mut(width)) {
         let (pairs, last) = row.as_chunks::<2>();
-        out.extend(pairs.iter().map(|pair| bf16_pair(pair)));
+        for (slot, pair) in slots.iter_mut().zip(pairs) {
+            *slot = bf16_pair(pair);
+        }
         if !last.is_empty() {
-            out.push(bf16_pair(last));
+            slots[pairs.len()] = bf16_pair(last);
         }
     }
     out
@@ -664,134 +746,6 @@ impl Multiply for Widened {
             }
         }
         *acc = sum;
-    }
-}
-
-/// bf16 pairs by AVX-512 BF16's `vdpbf16ps`: a 6×32 tile is 12 registers
-/// of sums, each step two loads of weight pairs, six broadcast input pairs
-/// and 12 instructions of 32 multiply-adds, where f32 FMAs do 16.
-#[cfg(target_arch = "x86_64")]
-#[allow(unsafe_code)]
-mod dpbf16 {
-    use std::arch::x86_64::{
-        __m512, __m512bh, _mm512_dpbf16_ps, _mm512_load_ps, _mm512_loadu_ps, _mm512_set1_ps,
-        _mm512_storeu_ps,
-    };
-
-    use super::{Epilogue, MR, Multiply, NR, Packed, Part, cut, prefetch_ahead, rows_of};
-
-    /// `super::rows` for bf16 products, with the tiles inlined.
-    ///
-    /// # Safety
-    /// The CPU must have AVX-512F and AVX-512 BF16.
-    #[target_feature(enable = "avx512f,avx512bf16")]
-    pub(super) unsafe fn rows(
-        packed: &Packed,
-        part: Part,
-        x: &[f32],
-        y: &mut [f32],
-        epilogue: Epilogue,
-    ) {
-        rows_of::<NR, Dpbf16>(packed, part, x, y, epilogue);
-    }
-
-    struct Dpbf16;
-
-    impl Multiply for Dpbf16 {
-        #[inline(always)]
-        fn product<const C: usize>(a: &[&[f32]; MR], b: &[[f32; NR]], acc: &mut [[f32; C]; MR]) {
-            // SAFETY: only `rows` above, which requires the features,
-            // tiles with this product.
-            unsafe { product(a, b, acc) }
-        }
-    }
-
-    /// Every tile is a whole panel's 32 columns wide here: narrower ones
-    /// (a layer's last 24, 16 or 8 columns) compute all 32 over the
-    /// panel's zero padding and keep their C. The 12 sums are named
-    /// variables: as an array of arrays like `F32s`', they went through
-    /// the stack at every step (1.0x f32's speed instead of ~2x). The
-    /// weights are aligned loads: `loadu` copies through a temporary,
-    /// checked for overlap, wherever debug assertions are on (tests, dev
-    /// benches).
-    #[target_feature(enable = "avx512f,avx512bf16")]
-    #[inline]
-    fn product<const C: usize>(a: &[&[f32]; MR], b: &[[f32; NR]], acc: &mut [[f32; C]; MR]) {
-        let [a0, a1, a2, a3, a4, a5] = cut(a, b.len());
-        let mut wide = [[0f32; NR]; MR];
-        for (w, s) in wide.iter_mut().zip(acc.iter()) {
-            w[..C].copy_from_slice(s);
-        }
-        // SAFETY: 16 floats at offsets 0 and 16 of a row of 32.
-        let load = |row: &[f32; NR]| unsafe {
-            [
-                _mm512_loadu_ps(row.as_ptr()),
-                _mm512_loadu_ps(row[16..].as_ptr()),
-            ]
-        };
-        let [[mut s00, mut s01], [mut s10, mut s11], [mut s20, mut s21]] =
-            [load(&wide[0]), load(&wide[1]), load(&wide[2])];
-        let [[mut s30, mut s31], [mut s40, mut s41], [mut s50, mut s51]] =
-            [load(&wide[3]), load(&wide[4]), load(&wide[5])];
-        for (kk, panel) in b.iter().enumerate() {
-            prefetch_ahead::<NR>(b, kk);
-            // SAFETY: a panel's row is 32 floats from a cache line (the
-            // panels start on one and rows are 128 bytes): two aligned
-            // vectors.
-            let (w0, w1) = unsafe {
-                (
-                    pairs(_mm512_load_ps(panel.as_ptr())),
-                    pairs(_mm512_load_ps(panel[16..].as_ptr())),
-                )
-            };
-            let v0 = pairs(_mm512_set1_ps(a0[kk]));
-            s00 = _mm512_dpbf16_ps(s00, v0, w0);
-            s01 = _mm512_dpbf16_ps(s01, v0, w1);
-            let v1 = pairs(_mm512_set1_ps(a1[kk]));
-            s10 = _mm512_dpbf16_ps(s10, v1, w0);
-            s11 = _mm512_dpbf16_ps(s11, v1, w1);
-            let v2 = pairs(_mm512_set1_ps(a2[kk]));
-            s20 = _mm512_dpbf16_ps(s20, v2, w0);
-            s21 = _mm512_dpbf16_ps(s21, v2, w1);
-            let v3 = pairs(_mm512_set1_ps(a3[kk]));
-            s30 = _mm512_dpbf16_ps(s30, v3, w0);
-            s31 = _mm512_dpbf16_ps(s31, v3, w1);
-            let v4 = pairs(_mm512_set1_ps(a4[kk]));
-            s40 = _mm512_dpbf16_ps(s40, v4, w0);
-            s41 = _mm512_dpbf16_ps(s41, v4, w1);
-            let v5 = pairs(_mm512_set1_ps(a5[kk]));
-            s50 = _mm512_dpbf16_ps(s50, v5, w0);
-            s51 = _mm512_dpbf16_ps(s51, v5, w1);
-        }
-        let sums = [
-            [s00, s01],
-            [s10, s11],
-            [s20, s21],
-            [s30, s31],
-            [s40, s41],
-            [s50, s51],
-        ];
-        for (w, [lo, hi]) in wide.iter_mut().zip(sums) {
-            // SAFETY: as `load`.
-            unsafe {
-                _mm512_storeu_ps(w.as_mut_ptr(), lo);
-                _mm512_storeu_ps(w[16..].as_mut_ptr(), hi);
-            }
-        }
-        for (s, w) in acc.iter_mut().zip(&wide) {
-            s.copy_from_slice(&w[..C]);
-        }
-    }
-
-    /// 16 slots of bf16 pairs, as the instruction takes them. Compiled
-    /// for AVX-512 like its callers, so that the vector stays in a
-    /// register (without it, the value went through the stack).
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    fn pairs(v: __m512) -> __m512bh {
-        // SAFETY: both are 64 bytes of plain lanes; every bit pattern is a
-        // valid value of either.
-        unsafe { std::mem::transmute::<__m512, __m512bh>(v) }
     }
 }
 
@@ -940,8 +894,8 @@ mod tests {
 
     /// bf16 products: the plain product of the values rounded to bf16,
     /// on every path this CPU can run (widened pairs at both tile widths,
-    /// `vdpbf16ps` where it has it, dispatched on 1-3 threads), odd K
-    /// included.
+    /// `vdpbf16ps` and AMX tiles where it has them, each dispatched on 1-3
+    /// threads), odd K and partial tiles included.
     #[test]
     fn bf16_products_are_the_product_of_rounded_values() {
         let round = |v: &[f32]| -> Vec<f32> {
@@ -957,9 +911,11 @@ mod tests {
             (130, 33, 600),
             (1, 1000, 1280),
             (20, 2304, 768),
+            (40, 64, 577),
+            (577, 577, 64),
         ] {
             let (x, w, b) = (values(m * k, 1), values(n * k, 2), values(n, 3));
-            let packed = Packed::with_products(&w, &b, n, k, Products::Bf16);
+            let packed = Packed::with_bf16_kernel(&w, &b, n, k, Bf16Kernel::Widened);
             let want = reference(&round(&x), &round(&w), &b, m, n, k, false);
             let pairs = packed.inputs(&x);
             let all = packed.whole(0..packed.panels());
@@ -976,13 +932,16 @@ mod tests {
             let mut wide = vec![0f32; m * n];
             rows_of::<NR, Widened>(&packed, all, &pairs, &mut wide, Epilogue::Identity);
             results.push((wide, "widened, 32".to_string()));
-            for threads in 1..=3 {
-                let pool = rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .build()
-                    .expect("a thread pool");
-                let dispatched = pool.install(|| packed.forward(&x, m, Epilogue::Identity));
-                results.push((dispatched, format!("dispatched, {threads} threads")));
+            for &kernel in bf16_kernels() {
+                let packed = Packed::with_bf16_kernel(&w, &b, n, k, kernel);
+                for threads in 1..=3 {
+                    let pool = rayon::ThreadPoolBuilder::new()
+                        .num_threads(threads)
+                        .build()
+                        .expect("a thread pool");
+                    let dispatched = pool.install(|| packed.forward(&x, m, Epilogue::Identity));
+                    results.push((dispatched, format!("{kernel:?}, {threads} threads")));
+                }
             }
             for (got, how) in results {
                 let worst = got
