@@ -7,7 +7,7 @@
 //! by one matmul, read and written by the softmax, read by the next
 //! matmul. Here a task gathers its head's queries (scaled), keys and
 //! values from the projection's rows and packs the keys and values for the
-//! packed GEMM (`kernels/gemm.rs`, 577×64 each, cheap beside the
+//! packed GEMM (`kernels/gemm/`, 577×64 each, cheap beside the
 //! products), runs both products and the softmax (`kernels/softmax.rs`) in
 //! between on the calling thread, and the heads are laid side by side at
 //! the end. Splitting the projection into heads and merging them back had

@@ -6,7 +6,7 @@
 //! single-threaded `broadcast_add`, and its `gelu_erf` is another
 //! single-threaded pass; on a 2-core CPU those passes cost a quarter of a
 //! BLIP layer. On the CPU, f32 weights are packed once at load
-//! (`kernels/gemm.rs`), for f32 or bf16 products; the activations are compiled for AVX2 + FMA and
+//! (`kernels/gemm/`), for f32 or bf16 products; the activations are compiled for AVX2 + FMA and
 //! AVX-512 besides the baseline x86-64 and picked at run time
 //! (`multiversion`). Other devices and dtypes use candle's ops.
 

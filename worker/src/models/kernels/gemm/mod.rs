@@ -22,6 +22,9 @@
 //! summed in f32. Each f32 slot of the panels and of the inputs then holds
 //! the bits of two bf16 values, consecutive in `k`, so that the blocking,
 //! threading and tiles below walk half as many rows of the same layout.
+//! Where the CPU has AMX (and Linux grants it), the same layout feeds AMX
+//! tiles instead (`amx.rs`), 16×16 sums per instruction. The kernel is
+//! chosen once per process (`bf16_kernel`).
 
 use std::ops::Range;
 
@@ -895,7 +898,8 @@ mod tests {
     /// bf16 products: the plain product of the values rounded to bf16,
     /// on every path this CPU can run (widened pairs at both tile widths,
     /// `vdpbf16ps` and AMX tiles where it has them, each dispatched on 1-3
-    /// threads), odd K and partial tiles included.
+    /// threads, with and without an activation), odd K, partial tiles and
+    /// several blocks of the depth included.
     #[test]
     fn bf16_products_are_the_product_of_rounded_values() {
         let round = |v: &[f32]| -> Vec<f32> {
@@ -917,6 +921,7 @@ mod tests {
             let (x, w, b) = (values(m * k, 1), values(n * k, 2), values(n, 3));
             let packed = Packed::with_bf16_kernel(&w, &b, n, k, Bf16Kernel::Widened);
             let want = reference(&round(&x), &round(&w), &b, m, n, k, false);
+            let clamped = reference(&round(&x), &round(&w), &b, m, n, k, true);
             let pairs = packed.inputs(&x);
             let all = packed.whole(0..packed.panels());
             let mut results = Vec::new();
@@ -928,10 +933,10 @@ mod tests {
                 &mut narrow,
                 Epilogue::Identity,
             );
-            results.push((narrow, "widened, 16".to_string()));
+            results.push((narrow, &want, "widened, 16".to_string()));
             let mut wide = vec![0f32; m * n];
             rows_of::<NR, Widened>(&packed, all, &pairs, &mut wide, Epilogue::Identity);
-            results.push((wide, "widened, 32".to_string()));
+            results.push((wide, &want, "widened, 32".to_string()));
             for &kernel in bf16_kernels() {
                 let packed = Packed::with_bf16_kernel(&w, &b, n, k, kernel);
                 for threads in 1..=3 {
@@ -939,14 +944,19 @@ mod tests {
                         .num_threads(threads)
                         .build()
                         .expect("a thread pool");
-                    let dispatched = pool.install(|| packed.forward(&x, m, Epilogue::Identity));
-                    results.push((dispatched, format!("{kernel:?}, {threads} threads")));
+                    for (epilogue, want) in
+                        [(Epilogue::Identity, &want), (Epilogue::Relu6, &clamped)]
+                    {
+                        let dispatched = pool.install(|| packed.forward(&x, m, epilogue));
+                        let how = format!("{kernel:?}, {epilogue:?}, {threads} threads");
+                        results.push((dispatched, want, how));
+                    }
                 }
             }
-            for (got, how) in results {
+            for (got, want, how) in results {
                 let worst = got
                     .iter()
-                    .zip(&want)
+                    .zip(want)
                     .map(|(g, w)| (g - w).abs())
                     .fold(0f32, f32::max);
                 assert!(
