@@ -242,9 +242,9 @@ pub struct CaptionOptions {
 
     /// The captioner's weights and arithmetic. bf16 on a GPU: tensor cores,
     /// half the memory (BENCHMARKS.md, GPU). bf16 on the CPU: the dense
-    /// layers round weights and inputs to bf16 and sum in f32, with AVX-512
-    /// BF16 where the CPU has it; norms, attention and the rest stay f32
-    /// (BENCHMARKS.md, BLIP on CPU).
+    /// layers' and the attention's GEMMs round their operands to bf16 and
+    /// sum in f32, on AMX tiles or AVX-512 BF16 where the CPU has them;
+    /// norms, softmax and the rest stay f32 (BENCHMARKS.md, BLIP on CPU).
     #[arg(long, env = "FF_DTYPE", value_enum, default_value_t = Precision::F32)]
     pub dtype: Precision,
 }
