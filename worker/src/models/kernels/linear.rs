@@ -289,8 +289,14 @@ fn gelu(x: f32) -> f32 {
 /// Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7, < 5e-7 in f32): the formula PyTorch's
 /// vectorised CPU `erf` uses, so GELU here matches transformers on CPU.
 /// Branch-free (`kernels/exp.rs`), so GELU over a tile vectorises.
+///
+/// `|x|` is capped at 9, where erf is ±1 in f32 already (from 3.92 on):
+/// beyond it the correction term `r·t·e^(−x²)` fell below f32's normal
+/// range, and each subnormal product took a microcode assist on Intel
+/// cores, 4.2 against 0.5 ns per value for inputs in [−40, 40] (random
+/// weights' MLP inputs reach there); the results are the same bits.
 fn erf(x: f32) -> f32 {
-    let a = x.abs();
+    let a = x.abs().min(9.0);
     let t = 1.0 / 0.327_591_1f32.mul_add(a, 1.0);
     let r = 1.061_405_4f32
         .mul_add(t, -1.453_152)
@@ -305,6 +311,19 @@ mod tests {
     use candle_core::{DType, Device};
 
     use super::*;
+
+    /// Past the cap, erf is exactly ±1 and GELU exactly `x` or 0, as the
+    /// uncapped formula gave (its correction term was below 1e-35).
+    #[test]
+    fn erf_saturates_past_its_cap() {
+        for i in 0..=100_000 {
+            let x = 9.0 + i as f32 * 1e-2;
+            assert_eq!((erf(x), erf(-x)), (1.0, -1.0), "erf(±{x})");
+            let x = x * std::f32::consts::SQRT_2;
+            assert_eq!((gelu(x), gelu(-x)), (x, 0.0), "gelu(±{x})");
+        }
+        assert!(gelu(f32::NAN).is_nan());
+    }
 
     #[test]
     fn erf_is_within_its_bound_everywhere() {
