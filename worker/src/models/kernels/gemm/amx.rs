@@ -12,8 +12,9 @@
 //! A step loads two input tiles and two weight tiles and runs four
 //! products into a 32×32 block of sums (the four other tiles). The sums
 //! stay in tiles over the whole depth, from the bias, and each block is
-//! stored once: into the output where it is whole tiles of it, then the
-//! activation applied in place, or else through a scratch block.
+//! stored once: into the output where it is whole tiles of it (a ReLU6
+//! then applied in place), or else, and before any other activation,
+//! through a scratch block, the activation applied as it is copied out.
 //!
 //! Rust has no stable AMX intrinsics: the instructions are inline
 //! assembly.

@@ -383,8 +383,9 @@ fn rows(packed: &Packed, part: Part, x: &[f32], y: &mut [f32], epilogue: Epilogu
     match packed.bf16 {
         None => rows_f32(packed, part, x, y, epilogue),
         Some(Bf16Kernel::Widened) => rows_widened(packed, part, x, y, epilogue),
-        // SAFETY: the kernel was chosen by `bf16_kernel`, which found what
-        // it needs on this CPU (or a test did, likewise).
+        // SAFETY: a `Packed`'s kernel is one of `bf16_kernels()`, which
+        // found what each needs on this CPU and in this process
+        // (`with_bf16_kernel` asserts it; the others take `bf16_kernel()`).
         #[cfg(target_arch = "x86_64")]
         #[allow(unsafe_code)]
         Some(Bf16Kernel::Dpbf16) => unsafe { dpbf16::rows(packed, part, x, y, epilogue) },
