@@ -29,7 +29,7 @@ use crate::models::kernels::{
     im2col::im2col_same,
     in_pool,
     linear::{Activation, Linear},
-    mbconv::{InShare, InvertedResidual},
+    mbconv::{InShare, InvertedResidual, StemBlock},
     pool::linear_mean_pixels,
     stem::Stem,
 };
@@ -295,6 +295,9 @@ pub struct EfficientNetLite {
     stem: ConvBn,
     /// The stem over u8 pixels with the input normalisation, on the CPU.
     fused_stem: Option<Stem>,
+    /// That stem and the first block as one pass, on the CPU, where the
+    /// block does not expand (EfficientNet-Lite's does not).
+    stem_block: Option<StemBlock>,
     blocks: Vec<Block>,
     /// The 1×1 head convolution (+ ReLU6), pooled as it is computed.
     head: Linear,
@@ -362,9 +365,14 @@ impl EfficientNetLite {
             bias,
             Activation::Relu6,
         )?;
+        let stem_block = match (&fused_stem, blocks.first().and_then(|b| b.fused.as_ref())) {
+            (Some(stem), Some(first)) => StemBlock::new(stem.clone(), first.clone()),
+            _ => None,
+        };
         Ok(Self {
             stem,
             fused_stem,
+            stem_block,
             blocks,
             head,
             mean: cfg.input_mean,
@@ -405,14 +413,18 @@ impl EfficientNetLite {
     /// `embed` on one thread's share of the images, or on all of them
     /// with the threads to itself (`own_pool`).
     fn embed_share(&self, images: &Tensor, own_pool: bool) -> Result<Tensor> {
-        let mut x = match &self.fused_stem {
-            Some(stem) if images.device().is_cpu() => images.apply_op1_no_bwd(stem)?,
-            _ => self.stem.forward(&images.to_dtype(DType::F32)?.affine(
-                1.0 / f64::from(self.std),
-                -f64::from(self.mean) / f64::from(self.std),
-            )?)?,
+        let (mut x, done) = match (&self.stem_block, &self.fused_stem) {
+            (Some(both), _) if images.device().is_cpu() => (images.apply_op1_no_bwd(both)?, 1),
+            (_, Some(stem)) if images.device().is_cpu() => (images.apply_op1_no_bwd(stem)?, 0),
+            _ => {
+                let normalised = images.to_dtype(DType::F32)?.affine(
+                    1.0 / f64::from(self.std),
+                    -f64::from(self.mean) / f64::from(self.std),
+                )?;
+                (self.stem.forward(&normalised)?, 0)
+            }
         };
-        for block in &self.blocks {
+        for block in &self.blocks[done..] {
             x = block.forward(&x, own_pool)?;
         }
         // Global average pooling: the mean over all pixels.

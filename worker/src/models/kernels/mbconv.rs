@@ -34,6 +34,7 @@ use super::{
     depthwise::{Geometry, output_row, same_padding},
     gemm::{Epilogue, NR, Packed, Part},
     lines::Scratch,
+    stem::{self, Stem},
     tasks_per_image,
 };
 
@@ -64,13 +65,24 @@ pub struct InvertedResidual {
     pub residual: bool,
 }
 
+/// One image of the block's input.
+#[derive(Clone, Copy)]
+enum Image<'a> {
+    /// `[h, w, in]` values.
+    Values(&'a [f32]),
+    /// u8 pixels, whose rows the stem computes as the block needs them
+    /// (`StemBlock`).
+    Stem(&'a Stem, &'a stem::Geometry, &'a [u8]),
+}
+
 /// Where a band's input rows come from.
 enum Source {
     /// The block's input itself (no expand).
     Input,
-    /// The expanded rows, row `iy` in slot `iy % slots` of `ring`; those
-    /// before `last` are done.
-    Expanded { ring: Scratch, last: usize },
+    /// Rows computed as the bands reach them (expanded, or the stem's
+    /// output), row `iy` in slot `iy % slots` of `ring`; those before
+    /// `last` are done.
+    Ring { ring: Scratch, last: usize },
 }
 
 impl InvertedResidual {
@@ -105,7 +117,7 @@ impl InvertedResidual {
     }
 
     /// Output rows `[o0, o0 + rows)` of one image into `dst`.
-    fn rows(&self, image: &[f32], g: &Geometry, cin: usize, o0: usize, dst: &mut [f32]) {
+    fn rows(&self, image: Image<'_>, g: &Geometry, cin: usize, o0: usize, dst: &mut [f32]) {
         let (mid, cout) = (self.mid(), self.project.n());
         let (h, w, s, k) = (g.h, g.w, g.stride, g.k);
         let ow = w.div_ceil(s);
@@ -122,12 +134,12 @@ impl InvertedResidual {
         // where they are (moving them to the front was a memmove per band;
         // the model runs 3-6 % faster at batch 8 without it).
         let slots = (band - 1) * s + k;
-        let mut source = match self.expand {
-            Some(_) => Source::Expanded {
+        let mut source = match (&self.expand, image) {
+            (None, Image::Values(_)) => Source::Input,
+            _ => Source::Ring {
                 ring: Scratch::take(slots * w * mid),
                 last: 0,
             },
-            None => Source::Input,
         };
         let mut depthwise = Scratch::take(band * ow * mid);
         for b0 in (o0..end).step_by(band) {
@@ -135,28 +147,34 @@ impl InvertedResidual {
             // The input rows this band's taps reach.
             let lo = (b0 * s).saturating_sub(g.top).min(h);
             let hi = ((b1 - 1) * s + k).saturating_sub(g.top).min(h);
-            let (input, slots) = match &mut source {
-                Source::Input => (image, h),
-                Source::Expanded { ring, last } => {
+            let (input, slots) = match (&mut source, image) {
+                (Source::Input, Image::Values(image)) => (image, h),
+                (Source::Ring { ring, last }, _) => {
                     let row = w * mid;
-                    // Expand the rows the last band did not, in runs that
+                    // Compute the rows the last band did not, in runs that
                     // stop where the ring wraps.
                     let mut iy = lo.max(*last);
                     while iy < hi {
                         let slot = iy % slots;
                         let run = (hi - iy).min(slots - slot);
-                        if let Some(expand) = &self.expand {
-                            expand.forward_into(
+                        let into = &mut ring[slot * row..(slot + run) * row];
+                        match (&self.expand, image) {
+                            (Some(expand), Image::Values(image)) => expand.forward_into(
                                 &image[iy * w * cin..(iy + run) * w * cin],
-                                &mut ring[slot * row..(slot + run) * row],
+                                into,
                                 Epilogue::Relu6,
-                            );
+                            ),
+                            (None, Image::Stem(stem, sg, pixels)) => {
+                                stem.rows(pixels, sg, iy, into)
+                            }
+                            _ => unreachable!("`StemBlock::new` takes blocks without expand"),
                         }
                         iy += run;
                     }
                     *last = hi;
                     (&ring[..], slots)
                 }
+                (Source::Input, Image::Stem(..)) => unreachable!("a stem's rows go to a ring"),
             };
             let depthwise = &mut depthwise[..(b1 - b0) * ow * mid];
             for (oy, out) in (b0..b1).zip(depthwise.chunks_exact_mut(ow * mid)) {
@@ -173,7 +191,7 @@ impl InvertedResidual {
             let out = &mut dst[(b0 - o0) * ow * cout..(b1 - o0) * ow * cout];
             self.project
                 .forward_into(depthwise, out, Epilogue::Identity);
-            if self.residual {
+            if let (true, Image::Values(image)) = (self.residual, image) {
                 let input = &image[b0 * w * cin..b1 * w * cin];
                 out.iter_mut().zip(input).for_each(|(y, x)| *y += x);
             }
@@ -345,7 +363,80 @@ impl InvertedResidual {
                         .enumerate()
                         .map(move |(i, out)| (image, i * rows, out))
                 })
-                .for_each(|(image, o0, out)| self.rows(image, &g, cin, o0, out));
+                .for_each(|(image, o0, out)| self.rows(Image::Values(image), &g, cin, o0, out));
+        }
+        Ok((CpuStorage::F32(y), shape))
+    }
+}
+
+/// A network's stem and its first block as one pass by bands of rows
+/// (EfficientNet-Lite0's 3×3 convolution over the pixels, then a block
+/// without expand). As two ops, the stem wrote its output whole, 1.6 MB
+/// per 224² image, and the block read it back from beyond L2; here the
+/// stem computes the rows each band of the block reaches into the
+/// block's ring, where the expand would. Tasks are ranges of rows: the
+/// stem's output has 112 of them.
+#[derive(Clone, Debug)]
+pub struct StemBlock {
+    stem: Stem,
+    block: InvertedResidual,
+}
+
+impl StemBlock {
+    /// `None` where the block expands, or does not take the stem's output.
+    pub fn new(stem: Stem, block: InvertedResidual) -> Option<Self> {
+        let fits = block.expand.is_none() && !block.residual && block.mid() == stem.patches.n();
+        fits.then_some(Self { stem, block })
+    }
+}
+
+impl CustomOp1 for StemBlock {
+    fn name(&self) -> &'static str {
+        "stem-block"
+    }
+
+    /// `x`: u8 `[B, H, W, C]` → f32 `[B, oh, ow, out]`.
+    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let CpuStorage::U8(x) = xs else {
+            bail!("stem-block takes u8 pixels");
+        };
+        let Some((x0, x1)) = xl.contiguous_offsets() else {
+            bail!("stem-block needs a contiguous input");
+        };
+        let &[batch, h, w, c] = xl.dims() else {
+            bail!("stem-block input must be 4-D, got {:?}", xl.dims());
+        };
+        let sg = self.stem.geometry(h, w, c)?;
+        let block = &self.block;
+        let (mid, cout, k, s) = (block.mid(), block.project.n(), block.kernel, block.stride);
+        let (sh, sw) = (sg.oh, sg.ow);
+        let (oh, ow) = (sh.div_ceil(s), sw.div_ceil(s));
+        let g = Geometry {
+            h: sh,
+            w: sw,
+            c: mid,
+            k,
+            stride: s,
+            top: same_padding(sh, k, s).0,
+            left: same_padding(sw, k, s).0,
+            relu6: true,
+        };
+        let x = &x[x0..x1];
+        let mut y = super::output(batch, batch * oh * ow * cout);
+        let shape = Shape::from((batch, oh, ow, cout));
+        if !y.is_empty() {
+            let rows = oh.div_ceil(tasks_per_image(batch).min(oh));
+            y.par_chunks_mut(oh * ow * cout)
+                .zip(x.par_chunks(h * w * c))
+                .flat_map(|(out, pixels)| {
+                    out.par_chunks_mut(rows * ow * cout)
+                        .enumerate()
+                        .map(move |(i, out)| (pixels, i * rows, out))
+                })
+                .for_each(|(pixels, o0, out)| {
+                    let image = Image::Stem(&self.stem, &sg, pixels);
+                    block.rows(image, &g, mid, o0, out);
+                });
         }
         Ok((CpuStorage::F32(y), shape))
     }
@@ -378,6 +469,72 @@ mod tests {
         let y =
             Linear::new(project.0.clone(), project.1.clone(), Activation::Identity)?.forward(&h)?;
         if residual { y + x } else { Ok(y) }
+    }
+
+    #[test]
+    fn stem_and_block_in_one_pass_match_them_one_after_another() -> Result<()> {
+        let dev = Device::Cpu;
+        // EfficientNet-Lite0's shape (bands through a ring that wraps, two
+        // threads splitting an image), odd sizes, a 5×5 block at stride 2,
+        // batches that split images and that do not.
+        for (batch, h, w, mid, cout, k, s) in [
+            (2, 224, 224, 32, 16, 3, 1),
+            (1, 31, 26, 8, 4, 3, 1),
+            (3, 17, 17, 16, 24, 5, 2),
+        ] {
+            let pixels: Vec<u8> = (0..batch * h * w * 3)
+                .map(|i| (i * 37 % 256) as u8)
+                .collect();
+            let x = Tensor::from_vec(pixels, (batch, h, w, 3), &dev)?;
+            let stem_weight = Tensor::randn(0f32, 0.3, (mid, 27), &dev)?;
+            let stem_bias = Tensor::randn(0f32, 0.3, mid, &dev)?;
+            let stem = Stem {
+                patches: Linear::new(stem_weight, stem_bias, Activation::Relu6)?
+                    .packed()
+                    .cloned()
+                    .expect("packed on the CPU"),
+                kernel: 3,
+                stride: 2,
+                scale: 1.0 / 128.0,
+                shift: -1.0,
+                epilogue: Epilogue::Relu6,
+            };
+            let pw = Tensor::randn(0f32, 0.3, (cout, mid), &dev)?;
+            let block = InvertedResidual {
+                expand: None,
+                depthwise: Tensor::randn(0f32, 0.3, (k, k, mid), &dev)?
+                    .flatten_all()?
+                    .to_vec1()?,
+                depthwise_bias: Tensor::randn(0f32, 0.3, mid, &dev)?.to_vec1()?,
+                kernel: k,
+                stride: s,
+                project: Arc::new(Packed::new(
+                    &pw.flatten_all()?.to_vec1()?,
+                    &Tensor::randn(0f32, 0.3, cout, &dev)?.to_vec1()?,
+                    cout,
+                    mid,
+                )),
+                residual: false,
+            };
+            let both = StemBlock::new(stem.clone(), block.clone()).expect("a block without expand");
+            for threads in 1..=3 {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .expect("a thread pool");
+                let (got, want) = pool.install(|| -> Result<(Tensor, Tensor)> {
+                    let want = x.apply_op1_no_bwd(&stem)?.apply_op1_no_bwd(&block)?;
+                    Ok((x.apply_op1_no_bwd(&both)?, want))
+                })?;
+                assert_eq!(got.dims(), want.dims());
+                let diff = (got - &want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+                assert!(
+                    diff < 1e-5,
+                    "{batch}x{h}x{w}, mid {mid}, out {cout}, k {k}, s {s}, {threads} threads: {diff}"
+                );
+            }
+        }
+        Ok(())
     }
 
     #[test]

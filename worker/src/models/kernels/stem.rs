@@ -43,22 +43,47 @@ pub struct Stem {
 }
 
 /// The layer's shape, as one band needs it.
-struct Geometry {
+pub(super) struct Geometry {
     h: usize,
     w: usize,
     c: usize,
     top: usize,
     left: usize,
-    /// Output width.
-    ow: usize,
+    /// Output height and width.
+    pub(super) oh: usize,
+    pub(super) ow: usize,
     /// Padded input width: what the taps span, `(ow − 1)·stride + kernel`,
     /// or the image where that is narrower.
     wide: usize,
 }
 
 impl Stem {
+    /// The layer's shape over `[h, w, c]` pixels.
+    pub(super) fn geometry(&self, h: usize, w: usize, c: usize) -> Result<Geometry> {
+        let (k, s) = (self.kernel, self.stride);
+        if k * k * c != self.patches.k() {
+            bail!(
+                "conv-stem takes {} values per patch, {k}x{k}x{c} is {}",
+                self.patches.k(),
+                k * k * c
+            );
+        }
+        let ow = w.div_ceil(s);
+        Ok(Geometry {
+            h,
+            w,
+            c,
+            top: same_padding(h, k, s).0,
+            left: same_padding(w, k, s).0,
+            oh: h.div_ceil(s),
+            ow,
+            // Wider than the image only where the padding lies outside it.
+            wide: ((ow.max(1) - 1) * s + k).max(w),
+        })
+    }
+
     /// Output rows `[o0, o0 + rows)` of one image into `dst`.
-    fn rows(&self, image: &[u8], g: &Geometry, o0: usize, dst: &mut [f32]) {
+    pub(super) fn rows(&self, image: &[u8], g: &Geometry, o0: usize, dst: &mut [f32]) {
         let (k, s, n) = (self.kernel, self.stride, self.patches.n());
         let patch = k * k * g.c;
         let end = o0 + dst.len() / (g.ow * n);
@@ -130,25 +155,9 @@ impl CustomOp1 for Stem {
         let &[batch, h, w, c] = xl.dims() else {
             bail!("conv-stem input must be 4-D, got {:?}", xl.dims());
         };
-        let (k, s, n) = (self.kernel, self.stride, self.patches.n());
-        if k * k * c != self.patches.k() {
-            bail!(
-                "conv-stem takes {} values per patch, {k}x{k}x{c} is {}",
-                self.patches.k(),
-                k * k * c
-            );
-        }
-        let (oh, ow) = (h.div_ceil(s), w.div_ceil(s));
-        let g = Geometry {
-            h,
-            w,
-            c,
-            top: same_padding(h, k, s).0,
-            left: same_padding(w, k, s).0,
-            ow,
-            // Wider than the image only where the padding lies outside it.
-            wide: ((ow.max(1) - 1) * s + k).max(w),
-        };
+        let n = self.patches.n();
+        let g = self.geometry(h, w, c)?;
+        let (oh, ow) = (g.oh, g.ow);
         let x = &x[x0..x1];
         let mut y = super::output(batch, batch * oh * ow * n);
         if !y.is_empty() {
