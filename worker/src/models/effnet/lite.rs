@@ -10,7 +10,7 @@
 //! embedding: every 1×1 convolution (most of the arithmetic) is then one
 //! GEMM over all pixels of the batch with its bias and ReLU6 fused
 //! (`kernels/linear.rs`), the depthwise ones vectorise across channels
-//! (`kernels/depthwise.rs`), and no layout is ever transposed. The stem's
+//! (`kernels/depthwise/`), and no layout is ever transposed. The stem's
 //! 3×3 convolution is a GEMM over its 27-value patches; on the CPU it
 //! reads the u8 pixels and normalises them as it builds the patches of a
 //! band of rows (`kernels/stem.rs`), elsewhere it runs on candle's ops

@@ -179,7 +179,7 @@ BOTH(split_heads, (const void* x, void* y, int rows, int n, int parts, int heads
 BOTH(merge_heads, (const void* x, void* y, int rows, int n, int heads, int d),
      merge_heads((const T*)x, (T*)y, rows, n, heads, d))
 
-// kernels/depthwise.rs on NHWC f32: a block per output row, a thread per
+// kernels/depthwise/ on NHWC f32: a block per output row, a thread per
 // (pixel, channel) of it (coalesced loads), taps in the CPU kernel's order
 // (bias, then row by row), so results agree to float rounding.
 extern "C" __global__ void depthwise_nhwc_f32(

@@ -6,10 +6,17 @@
 //! runs a grouped convolution as one im2col + matmul per channel (1152 of
 //! them in EfficientNet-Lite0's widest layer). The loop is compiled for
 //! AVX2 + FMA and AVX-512 besides the baseline x86-64 (SSE2 only) and picked
-//! at run time (`multiversion`). On CUDA devices the same loop runs as a
+//! at run time (`multiversion`); with AVX-512, rows at least 7 output
+//! pixels wide go in runs written with intrinsics (`avx512.rs`), except
+//! the 7- and 14-pixel rows that have shapes of their own (`Narrow`). On
+//! CUDA devices the same loop runs as a
 //! kernel of ours (`kernels/cuda.rs`): candle's grouped convolution there
 //! is over a thousand launches for one layer. Other devices and dtypes use
 //! it, which is correct everywhere.
+
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod avx512;
 
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, bail};
 use multiversion::{multiversion, target::target_cfg_f};
@@ -208,6 +215,21 @@ pub(super) fn output_row(
             _ => {}
         }
     }
+    // Wider rows go in runs of pixels with AVX-512 intrinsics, their
+    // channels in blocks of 16; the rest below.
+    #[cfg(target_arch = "x86_64")]
+    let done = match (wide, g.k, g.stride) {
+        (true, 3, 1) => runs::<3, 1>(dst, rows, slots, w, bias, g, oy),
+        (true, 5, 1) => runs::<5, 1>(dst, rows, slots, w, bias, g, oy),
+        (true, 3, 2) => runs::<3, 2>(dst, rows, slots, w, bias, g, oy),
+        (true, 5, 2) => runs::<5, 2>(dst, rows, slots, w, bias, g, oy),
+        _ => 0,
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = 0;
+    if done == c {
+        return;
+    }
     let inside = |o: usize, size: usize, pad: usize| {
         (0..g.k).filter_map(move |t| {
             (o * g.stride + t)
@@ -258,7 +280,7 @@ pub(super) fn output_row(
     // No closure does arithmetic here: it would not inherit the target
     // features, and `mul_add` without FMA is a libm call.
     let step = g.stride * c;
-    let mut ch = 0;
+    let mut ch = done;
     for n in [64, 32, 8, 1] {
         while ch + n <= c {
             let mut ox = 0;
@@ -288,6 +310,74 @@ pub(super) fn output_row(
             ch += n;
         }
     }
+}
+
+/// Channels `0..16·⌊c/16⌋` of output row `oy` (as `output_row`) in runs
+/// of `avx512::RUN` pixels, where the row is at least one run wide;
+/// returns the channels done. A last run that would pass the row's end
+/// starts earlier, overlapping the run before it.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn runs<const K: usize, const S: usize>(
+    dst: &mut [f32],
+    rows: &[f32],
+    slots: usize,
+    w: &[f32],
+    bias: &[f32],
+    g: &Geometry,
+    oy: usize,
+) -> usize {
+    use avx512::{KernelRow, LANES, RUN, Span};
+    let c = g.c;
+    let width = dst.len() / c;
+    if width < RUN || !std::arch::is_x86_feature_detected!("avx512f") {
+        return 0;
+    }
+    // The kernel rows inside the image, and where their input row starts.
+    let mut inside = [(0, 0); K];
+    let mut count = 0;
+    for ky in 0..K {
+        if let Some(iy) = (oy * S + ky).checked_sub(g.top).filter(|&iy| iy < g.h) {
+            inside[count] = ((iy % slots) * g.w * c, ky);
+            count += 1;
+        }
+    }
+    let inputs = (RUN - 1) * S + K;
+    let mut ch = 0;
+    while ch + LANES <= c {
+        let mut kernel_rows = [KernelRow {
+            input: &[],
+            taps: &[],
+        }; K];
+        for (row, &(start, ky)) in kernel_rows.iter_mut().zip(&inside[..count]) {
+            *row = KernelRow {
+                input: &rows[start + ch..],
+                taps: &w[ky * K * c + ch..],
+            };
+        }
+        let kernel_rows = &kernel_rows[..count];
+        for ox0 in (0..width).step_by(RUN).map(|ox| ox.min(width - RUN)) {
+            let first = (ox0 * S) as isize - g.left as isize;
+            let span = Span {
+                c,
+                width: g.w,
+                first,
+            };
+            let (bias, out) = (&bias[ch..], &mut dst[ox0 * c + ch..]);
+            let edge = first < 0 || first as usize + inputs > g.w;
+            // SAFETY: AVX-512F is there (checked above).
+            #[allow(unsafe_code)]
+            unsafe {
+                if edge {
+                    avx512::run::<K, S, true>(kernel_rows, span, bias, out, g.relu6);
+                } else {
+                    avx512::run::<K, S, false>(kernel_rows, span, bias, out, g.relu6);
+                }
+            }
+        }
+        ch += LANES;
+    }
+    ch
 }
 
 /// `N` channels from `ch` of `P` output pixels, `step` apart in the input,
@@ -506,6 +596,14 @@ mod tests {
             (5, 21, 32, 3, 1, true),
             (6, 43, 40, 3, 2, false),
             (5, 30, 48, 5, 1, true),
+            // Runs of 7 output pixels with AVX-512 (rows at least that
+            // wide): both strides and kernels, padding on each side, a
+            // last run overlapping the one before, channels past the
+            // blocks of 16.
+            (8, 29, 33, 5, 2, true),
+            (5, 16, 48, 5, 1, false),
+            (7, 17, 16, 3, 2, true),
+            (4, 8, 17, 3, 1, true),
             // Rows 7 and 14 pixels wide (their own path with AVX-512):
             // channels in blocks of 16, then 8, then one at a time.
             (7, 7, 40, 5, 1, true),
