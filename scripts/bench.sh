@@ -9,4 +9,4 @@ cd "$root"
 # As the worker sets it at start (worker/src/main.rs): candle otherwise
 # reads /proc/cpuinfo on every matmul.
 export RAYON_NUM_THREADS="${RAYON_NUM_THREADS:-$(nproc)}"
-cargo bench --profile dev --workspace --bench encoder
+cargo bench --workspace --bench encoder
