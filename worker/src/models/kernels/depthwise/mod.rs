@@ -8,7 +8,8 @@
 //! AVX2 + FMA and AVX-512 besides the baseline x86-64 (SSE2 only) and picked
 //! at run time (`multiversion`); with AVX-512, rows at least 7 output
 //! pixels wide go in runs written with intrinsics (`avx512.rs`), except
-//! the 7- and 14-pixel rows that have shapes of their own (`Narrow`). On
+//! where the input rows are 7 or 14 pixels wide, which have shapes of
+//! their own (`Narrow`). On
 //! CUDA devices the same loop runs as a
 //! kernel of ours (`kernels/cuda.rs`): candle's grouped convolution there
 //! is over a thousand launches for one layer. Other devices and dtypes use
