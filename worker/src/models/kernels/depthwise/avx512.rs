@@ -42,26 +42,34 @@ pub(super) struct Span {
 
 /// `RUN` output pixels × `LANES` channels: the bias plus every kernel
 /// row's taps over `span`, clamped to [0, 6] if `relu6`, into `out`
-/// (pixels `c` floats apart). With `EDGE`, taps that fall outside the row
-/// are skipped (the padding's zeros); without, every tap must fall inside.
+/// (pixels `c` floats apart). Only the run's inputs `LO..HI` are read
+/// (`first + i` for input `i`): those before and after are the padding's
+/// zeros, which a row's edge runs know when compiled, so their taps cost
+/// nothing. With `CHECKED`, inputs outside the row are skipped as well,
+/// for runs at both edges of a row or of other shapes.
 ///
 /// # Safety
 /// The CPU must have AVX-512F.
 #[target_feature(enable = "avx512f")]
-pub(super) unsafe fn run<const K: usize, const S: usize, const EDGE: bool>(
+pub(super) unsafe fn run<
+    const K: usize,
+    const S: usize,
+    const LO: usize,
+    const HI: usize,
+    const CHECKED: bool,
+>(
     rows: &[KernelRow<'_>],
     Span { c, width, first }: Span,
     bias: &[f32],
     out: &mut [f32],
     relu6: bool,
 ) {
-    let inputs = ((RUN - 1) * S + K) as isize;
     assert!(bias.len() >= LANES && out.len() >= (RUN - 1) * c + LANES);
-    assert!(EDGE || (first >= 0 && first + inputs <= width as isize));
+    assert!(CHECKED || (first + LO as isize >= 0 && first + HI as isize <= width as isize));
     // SAFETY: every load and store below is inside the slices: those of
     // `bias` and `out` as asserted above, the taps' and inputs' as
     // asserted per row, where an input `first + i` is read only if it lies
-    // in `0..width` (always, without `EDGE`).
+    // in `0..width` (as asserted above, without `CHECKED`).
     unsafe {
         let mut acc = [_mm512_loadu_ps(bias.as_ptr()); RUN];
         for row in rows {
@@ -79,8 +87,9 @@ pub(super) unsafe fn run<const K: usize, const S: usize, const EDGE: bool>(
             // at stride 2, and its sums went through the stack.
             for (p, sum) in acc.iter_mut().enumerate() {
                 for (kx, tap) in taps.iter().enumerate() {
-                    let ix = first + (p * S + kx) as isize;
-                    if EDGE && !(0..width as isize).contains(&ix) {
+                    let i = p * S + kx;
+                    let ix = first + i as isize;
+                    if !(LO..HI).contains(&i) || CHECKED && !(0..width as isize).contains(&ix) {
                         continue;
                     }
                     let x = _mm512_loadu_ps(row.input.as_ptr().offset(ix * c as isize));

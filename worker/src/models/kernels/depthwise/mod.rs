@@ -220,10 +220,10 @@ pub(super) fn output_row(
     // channels in blocks of 16; the rest below.
     #[cfg(target_arch = "x86_64")]
     let done = match (wide, g.k, g.stride) {
-        (true, 3, 1) => runs::<3, 1>(dst, rows, slots, w, bias, g, oy),
-        (true, 5, 1) => runs::<5, 1>(dst, rows, slots, w, bias, g, oy),
-        (true, 3, 2) => runs::<3, 2>(dst, rows, slots, w, bias, g, oy),
-        (true, 5, 2) => runs::<5, 2>(dst, rows, slots, w, bias, g, oy),
+        (true, 3, 1) => runs::<3, 1, 9, 8>(dst, rows, slots, w, bias, g, oy),
+        (true, 5, 1) => runs::<5, 1, 11, 9>(dst, rows, slots, w, bias, g, oy),
+        (true, 3, 2) => runs::<3, 2, 15, 14>(dst, rows, slots, w, bias, g, oy),
+        (true, 5, 2) => runs::<5, 2, 17, 15>(dst, rows, slots, w, bias, g, oy),
         _ => 0,
     };
     #[cfg(not(target_arch = "x86_64"))]
@@ -316,10 +316,16 @@ pub(super) fn output_row(
 /// Channels `0..16·⌊c/16⌋` of output row `oy` (as `output_row`) in runs
 /// of `avx512::RUN` pixels, where the row is at least one run wide;
 /// returns the channels done. A last run that would pass the row's end
-/// starts earlier, overlapping the run before it.
+/// starts earlier, overlapping the run before it. `X` is the input pixels
+/// a run reaches, `(RUN − 1)·S + K`, and `XR` those of a row's last run
+/// that lie inside it with TF "same" padding, `X − ⌊K/2⌋`; a row's first
+/// run starts `g.left` inputs before the row. Those two runs' taps in the
+/// padding are settled when compiled: checked one by one, they kept the
+/// loads of the 5×5 rows' edge runs (half their runs at 28 pixels) from
+/// merging.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn runs<const K: usize, const S: usize>(
+fn runs<const K: usize, const S: usize, const X: usize, const XR: usize>(
     dst: &mut [f32],
     rows: &[f32],
     slots: usize,
@@ -329,6 +335,7 @@ fn runs<const K: usize, const S: usize>(
     oy: usize,
 ) -> usize {
     use avx512::{KernelRow, LANES, RUN, Span};
+    const { assert!(X == (RUN - 1) * S + K && XR == X - K / 2) };
     let c = g.c;
     let width = dst.len() / c;
     if width < RUN || !std::arch::is_x86_feature_detected!("avx512f") {
@@ -343,7 +350,6 @@ fn runs<const K: usize, const S: usize>(
             count += 1;
         }
     }
-    let inputs = (RUN - 1) * S + K;
     let mut ch = 0;
     while ch + LANES <= c {
         let mut kernel_rows = [KernelRow {
@@ -364,15 +370,27 @@ fn runs<const K: usize, const S: usize>(
                 width: g.w,
                 first,
             };
-            let (bias, out) = (&bias[ch..], &mut dst[ox0 * c + ch..]);
-            let edge = first < 0 || first as usize + inputs > g.w;
+            let (bias, out, relu6) = (&bias[ch..], &mut dst[ox0 * c + ch..], g.relu6);
+            // The run's inputs that lie inside the row.
+            let lo = first.min(0).unsigned_abs();
+            let hi = (g.w as isize - first).clamp(0, X as isize) as usize;
             // SAFETY: AVX-512F is there (checked above).
             #[allow(unsafe_code)]
             unsafe {
-                if edge {
-                    avx512::run::<K, S, true>(kernel_rows, span, bias, out, g.relu6);
-                } else {
-                    avx512::run::<K, S, false>(kernel_rows, span, bias, out, g.relu6);
+                match (lo, hi) {
+                    (0, h) if h == X => {
+                        avx512::run::<K, S, 0, X, false>(kernel_rows, span, bias, out, relu6)
+                    }
+                    (1, h) if h == X => {
+                        avx512::run::<K, S, 1, X, false>(kernel_rows, span, bias, out, relu6)
+                    }
+                    (2, h) if h == X => {
+                        avx512::run::<K, S, 2, X, false>(kernel_rows, span, bias, out, relu6)
+                    }
+                    (0, h) if h == XR => {
+                        avx512::run::<K, S, 0, XR, false>(kernel_rows, span, bias, out, relu6)
+                    }
+                    _ => avx512::run::<K, S, 0, X, true>(kernel_rows, span, bias, out, relu6),
                 }
             }
         }
@@ -605,6 +623,10 @@ mod tests {
             (5, 16, 48, 5, 1, false),
             (7, 17, 16, 3, 2, true),
             (4, 8, 17, 3, 1, true),
+            (5, 26, 32, 3, 2, false),
+            (4, 30, 16, 5, 2, true),
+            // One run that meets both edges (its taps checked one by one).
+            (5, 13, 16, 3, 2, true),
             // Rows 7 and 14 pixels wide (their own path with AVX-512):
             // channels in blocks of 16, then 8, then one at a time.
             (7, 7, 40, 5, 1, true),
