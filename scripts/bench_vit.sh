@@ -10,5 +10,5 @@ cd "$root"
 # As the worker sets it at start (worker/src/main.rs): candle otherwise
 # reads /proc/cpuinfo on every matmul.
 export RAYON_NUM_THREADS="${RAYON_NUM_THREADS:-$(nproc)}"
-cargo bench --profile dev --workspace --bench vit
+cargo bench --workspace --bench vit
 VIT_THREADS="$(nproc)" "$FF_REF_PYTHON" scripts/bench_vit_torch.py
